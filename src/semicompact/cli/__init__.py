@@ -1,0 +1,1 @@
+"""The ``semicompact`` command line (typer)."""

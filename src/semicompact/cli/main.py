@@ -1,0 +1,260 @@
+"""``semicompact``: train, evaluate and ship compact biomedical image classifiers.
+
+Every command prints one clear line and exits with status 2 on a problem the user can fix
+(bad file, bad option), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError, SemicompactError
+
+app = typer.Typer(
+    name="semicompact",
+    help="Small, fast and accurate biomedical image classifiers from few labels.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+out = Console()
+err = Console(stderr=True)
+
+DataArg = Annotated[
+    Path,
+    typer.Argument(help="Dataset: an image folder (train/<class>/..., valid/, test/, unlabelled/), a MedMNIST .npz or a CSV manifest (path,label)."),
+]
+
+
+def _train_options(ctx: click.Context, config_file: Path | None, given: dict[str, Any]) -> dict[str, Any]:
+    """Values from --config, overridden by the options typed on the command line."""
+    from ..training.config import load_mapping
+
+    values: dict[str, Any] = dict(load_mapping(config_file)) if config_file else {}
+    for name, value in given.items():
+        source = ctx.get_parameter_source(name)
+        if name not in values or source not in (click.core.ParameterSource.DEFAULT, None):
+            values[name] = value
+    return values
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data: DataArg,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; must not hold a run unless --resume).")] = Path("runs/run"),
+    model: Annotated[str, typer.Option(help="Network name or alias; see `semicompact models`.")] = "mobilenetv2_100",
+    unlabelled: Annotated[Path | None, typer.Option(help="Folder of unlabelled images (flat) when not in DATA/unlabelled/.")] = None,
+    split: Annotated[Path | None, typer.Option(help="Split manifest from `semicompact split` (default: make one from --seed).")] = None,
+    n_labelled: Annotated[int, typer.Option(help="Labelled images per class (the paper uses 75).")] = 75,
+    test_fraction: Annotated[float, typer.Option(help="Share of images held out for testing when DATA has no test split.")] = 0.25,
+    val_fraction: Annotated[float, typer.Option(help="Share of train kept for validation when DATA has no valid split.")] = 0.1,
+    pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights downloaded from the hub.")] = False,
+    weights: Annotated[Path | None, typer.Option(help="Local ImageNet weights (.pth or .safetensors, timm or torchvision layout).")] = None,
+    small_input: Annotated[bool, typer.Option(help="Stem without early downsampling, for 28-64 px images.")] = False,
+    image_size: Annotated[int, typer.Option(help="Images are resized to this square size.")] = 64,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    num_workers: Annotated[int, typer.Option(help="Data loading processes.")] = 0,
+    head_epochs: Annotated[int, typer.Option(help="Stage 1: epochs training only the new head (pretrained models).")] = 2,
+    epochs: Annotated[int, typer.Option(help="Stage 2: maximum epochs training all layers.")] = 50,
+    lr: Annotated[float, typer.Option(help="Learning rate of the head (the body gets a tenth when pretrained).")] = 1e-3,
+    lr_find: Annotated[bool, typer.Option(help="Pick the learning rate of each stage with the range test.")] = False,
+    weight_decay: Annotated[float, typer.Option()] = 1e-4,
+    patience: Annotated[int, typer.Option(help="Early stopping: epochs without improvement of --monitor.")] = 10,
+    monitor: Annotated[str, typer.Option(help="Validation metric for early stopping and model selection: macro_f1 or accuracy.")] = "macro_f1",
+    class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
+    label_smoothing: Annotated[float, typer.Option()] = 0.0,
+    augment: Annotated[str, typer.Option(help="Training augmentation: standard (flips, rotation, zoom, lighting) or none.")] = "standard",
+    vflip: Annotated[bool, typer.Option(help="Also flip vertically (orientation-free images such as cells).")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    devices: Annotated[int, typer.Option(help="Devices (GPUs, or CPU processes) for DDP.")] = 1,
+    num_nodes: Annotated[int, typer.Option(help="Machines for multi-node DDP.")] = 1,
+    accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (16-mixed on GPU, 32 on CPU) or a Lightning precision.")] = "auto",
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON file of these options (command-line values win).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out from its last checkpoint.")] = False,
+) -> None:
+    """Train one model with the paper's two-stage transfer learning and evaluate it.
+
+    Examples:
+
+      semicompact train data/ham10000 --model mobilenetv2_100 --weights mobilenet_v2.pth --image-size 128
+
+      semicompact train bloodmnist.npz --model resnet18 --small-input --image-size 28 --out runs/blood
+
+      semicompact train --resume --out runs/blood bloodmnist.npz
+    """
+    from ..training import TrainConfig, fit
+
+    given = {k: v for k, v in ctx.params.items() if k not in ("ctx", "config", "resume", "out_dir")}
+    given = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items()}
+    values = _train_options(ctx, config, given)
+    values["out"] = str(out_dir)
+    result = fit(TrainConfig.from_dict(values), resume=resume)
+    if result.metrics:
+        _print_result(result.metrics)
+
+
+def _print_result(summary: dict[str, Any]) -> None:
+    test = summary.get("test", {})
+    if test.get("n"):
+        out.print(
+            f"test: macro-F1 {test['macro_f1']:.4f}  F1 {test['f1']:.4f}  accuracy {test['accuracy']:.4f}"
+            f"  (n={test['n']})"
+        )
+    out.print(f"outputs in {summary['run_dir']}")
+
+
+@app.command()
+def evaluate(
+    model_path: Annotated[Path, typer.Argument(help="A run folder or a .safetensors model written by semicompact.")],
+    data: Annotated[Path | None, typer.Argument(help="Dataset (default: the run's own data).")] = None,
+    split: Annotated[Path | None, typer.Option(help="Split manifest (default: the run's split.json).")] = None,
+    subset: Annotated[str, typer.Option(help="Which part of the split: test, val, labelled or unlabelled.")] = "test",
+    batch_size: Annotated[int, typer.Option()] = 64,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here.")] = None,
+) -> None:
+    """Evaluate a trained model on a split of a dataset (macro-F1, F1, accuracy, per class, ROC-AUC).
+
+    Example: semicompact evaluate runs/blood --subset test
+    """
+    from ..evaluate.evaluate import evaluate_model
+
+    metrics = evaluate_model(model_path, data=data, split=split, subset=subset, batch_size=batch_size, out=out_file)
+    table = Table(title=f"{subset}: {metrics['n']} images")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col)
+    for name, row in metrics.get("per_class", {}).items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    out.print(table)
+    if metrics.get("n"):
+        auc = metrics.get("roc_auc")
+        out.print(
+            f"macro-F1 {metrics['macro_f1']:.4f}  F1 {metrics['f1']:.4f}  accuracy {metrics['accuracy']:.4f}"
+            + (f"  ROC-AUC {auc:.4f}" if auc is not None else "")
+        )
+
+
+@app.command()
+def predict(
+    model_path: Annotated[Path, typer.Argument(help="A run folder or .safetensors model.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="CSV with class and probabilities per image.")] = Path("predictions.csv"),
+    batch_size: Annotated[int, typer.Option()] = 64,
+) -> None:
+    """Predict the class of images; unreadable files are reported and skipped.
+
+    Example: semicompact predict runs/blood new_images/ --out predictions.csv
+    """
+    from ..evaluate.predict import predict_files
+
+    rows, failed = predict_files(model_path, images, out_file, batch_size=batch_size)
+    out.print(f"{rows} image(s) classified; predictions in {out_file}")
+    for path, reason in failed:
+        err.print(f"[yellow]skipped {path}: {reason}[/]")
+
+
+@app.command("split")
+def split_cmd(
+    data: DataArg,
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Manifest JSON to write.")] = Path("split.json"),
+    unlabelled: Annotated[Path | None, typer.Option(help="Folder of unlabelled images.")] = None,
+    n_labelled: Annotated[int, typer.Option(help="Labelled images per class.")] = 75,
+    test_fraction: Annotated[float, typer.Option()] = 0.25,
+    val_fraction: Annotated[float, typer.Option()] = 0.1,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Make the paper's split: 75/25 train/test (when DATA has no test), N labelled per class, the rest unlabelled.
+
+    The manifest lists every image and a SHA-256 of the source, so anyone rebuilds the same split.
+
+    Example: semicompact split bloodmnist.npz --n-labelled 75 --seed 0 --out blood_split.json
+    """
+    from ..data import make_split, open_source
+
+    if n_labelled < 1:
+        raise ConfigError(f"--n-labelled must be at least 1, got {n_labelled}")
+    for name, value in (("--test-fraction", test_fraction), ("--val-fraction", val_fraction)):
+        if not 0 < value < 1:
+            raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+    source = open_source(data, unlabelled=unlabelled)
+    manifest = make_split(source, n_labelled=n_labelled, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    manifest.save(out_file)
+    counts = manifest.counts()
+    table = Table(title=f"split of {data} (seed {seed})")
+    table.add_column("subset")
+    for name in manifest.classes:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    for subset, per_class in counts.items():
+        values = [per_class.get(c, 0) for c in manifest.classes]
+        table.add_row(subset, *map(str, values), str(sum(values)))
+    out.print(table)
+    for note in manifest.notes:
+        err.print(f"[yellow]note: {note}[/]")
+    out.print(f"manifest written to {out_file}")
+
+
+@app.command()
+def models(
+    family: Annotated[str | None, typer.Option(help="Only this family: manual, automatic, quantized or standard.")] = None,
+) -> None:
+    """List the registered networks with parameters and family (any timm name works too)."""
+    from ..models import list_models
+
+    rows = list_models()
+    if family:
+        rows = [r for r in rows if r.family == family]
+        if not rows:
+            raise ConfigError(f"--family '{family}' matches no model; use manual, automatic, quantized or standard")
+    table = Table(title="semicompact models")
+    for col in ("name", "family", "params (M)", "source", "aliases", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.family, f"{r.params:.1f}", r.source, ", ".join(r.aliases), r.description)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated data and the runs.")] = Path("semicompact-demo"),
+    epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 12,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Run the whole job on the embedded synthetic cell dataset: split, teacher and compact student, evaluation, plots.
+
+    No download needed; about 3 minutes on 2 CPU cores.
+    """
+    from ..demo import run_demo
+
+    run_demo(out_dir, epochs=epochs, seed=seed, console=out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, prog_name="semicompact", standalone_mode=False)
+    except SemicompactError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except click.exceptions.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted; resume with --resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The Lightning data module: streaming loaders for each subset of a split.
+
+Workers decode and resize to uint8; the conversion to float and the random augmentation happen
+after the batch is on the device (``on_after_batch_transfer``), batched, with kornia.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from semicompact.data.datasets import ImageDataset, SkipCollate, read_skip_log
+from semicompact.data.sources import DataSource
+from semicompact.data.split import SplitManifest
+from semicompact.data.transforms import build_augmentation
+from semicompact.errors import ConfigError, DataError
+
+
+class SemiCompactDataModule(L.LightningDataModule):
+    """Loaders over the labelled, unlabelled, val and test subsets of ``manifest``."""
+
+    def __init__(
+        self,
+        source: DataSource,
+        manifest: SplitManifest,
+        image_size: int = 64,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        unlabelled_batch_size: int | None = None,
+        skip_log: str | Path | None = None,
+        augment: str = "standard",
+        vflip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if image_size < 8:
+            raise ConfigError(f"--image-size is {image_size}: use at least 8 pixels")
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size is {batch_size}: use at least 1")
+        if num_workers < 0:
+            raise ConfigError(f"--num-workers is {num_workers}: use 0 or more")
+        manifest.check_source(source)
+        self.source = source
+        self.manifest = manifest
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.unlabelled_batch_size = int(unlabelled_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        if skip_log is None:
+            skip_log = Path(tempfile.mkdtemp(prefix="semicompact-skips-")) / "skipped_images.tsv"
+        self.skip_log = Path(skip_log)
+        self.augment = build_augmentation(augment, vflip=vflip)
+        self._generators: dict[str, torch.Generator] = {}
+
+    # ------------------------------------------------------------------------------------ helpers
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest.classes)
+
+    def _generator(self, name: str) -> torch.Generator:
+        # One generator per loader, created once: reproducible, yet a new order every epoch.
+        if name not in self._generators:
+            offset = {"train": 0, "unlabelled": 1}.get(name, 2)
+            self._generators[name] = torch.Generator().manual_seed(self.seed * 1000 + offset)
+        return self._generators[name]
+
+    def dataset(self, entries: Sequence[Sequence[Any]]) -> ImageDataset:
+        return ImageDataset(self.source, entries, self.image_size, self.skip_log)
+
+    def _loader(
+        self, entries: Sequence[Sequence[Any]], batch_size: int, shuffle: bool, drop_last: bool, name: str
+    ) -> DataLoader:
+        return DataLoader(
+            self.dataset(entries),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            generator=self._generator(name) if shuffle else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=SkipCollate(self.image_size),
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    # ------------------------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        """Labelled images, shuffled; the last partial batch is dropped only if there is more than one."""
+        entries = self.manifest.labelled
+        if not entries:
+            raise DataError(f"the split of '{self.source.root}' has no labelled images: re-run semicompact split")
+        drop_last = len(entries) > self.batch_size
+        return self._loader(entries, self.batch_size, shuffle=True, drop_last=drop_last, name="train")
+
+    def unlabelled_dataloader(self, shuffle: bool = False) -> DataLoader:
+        if not self.manifest.unlabelled:
+            root = self.source.root if self.source.kind == "folder" else self.source.base_dir
+            raise DataError(f"no unlabelled images: put them in {root}/unlabelled/ or pass --unlabelled DIR")
+        return self._loader(
+            self.manifest.unlabelled, self.unlabelled_batch_size, shuffle=shuffle, drop_last=False,
+            name="unlabelled",
+        )  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.manifest.val, self.batch_size, shuffle=False, drop_last=False, name="val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.manifest.test, self.batch_size, shuffle=False, drop_last=False, name="test")
+
+    def loader_for(self, entries: Sequence[Sequence[Any]], shuffle: bool = False) -> DataLoader:
+        """A loader over arbitrary ``(ref, label|None)`` entries, e.g. for prediction."""
+        return self._loader(entries, self.batch_size, shuffle=shuffle, drop_last=False, name="custom")
+
+    # ------------------------------------------------------------------------------------ device side
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 -> float [0, 1] on the device; random augmentation only while training."""
+        images, labels = batch
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
+        trainer = self.trainer
+        if trainer is not None and trainer.training and x.shape[0] > 0:
+            x = self.augment(x)
+        return x, labels
+
+    # ------------------------------------------------------------------------------------ reports
+    def skipped_images(self) -> list[tuple[str, str]]:
+        """Unique (ref, reason) of the images skipped so far, from every worker process."""
+        return read_skip_log(self.skip_log)
+
+    def class_weights(self) -> torch.Tensor:
+        """Inverse class frequency over the labelled set, normalised to mean 1 (absent classes: 0)."""
+        counts = torch.zeros(self.num_classes, dtype=torch.float64)
+        for _, label in self.manifest.labelled:
+            counts[int(label)] += 1
+        weights = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+        weights = weights * (self.num_classes / weights.sum())
+        return weights.float()

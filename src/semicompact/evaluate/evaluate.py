@@ -1,0 +1,55 @@
+"""Evaluate a saved model on a subset of a split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..artifacts import load_model
+from ..data import SemiCompactDataModule, SplitManifest, make_split, open_source
+from ..errors import ConfigError
+from ..io import write_json
+from .metrics import classification_metrics
+from .predict import predict_loader
+
+SUBSETS = ("test", "val", "labelled", "unlabelled")
+
+
+def evaluate_model(
+    model_path: str | Path,
+    data: str | Path | None = None,
+    split: str | Path | None = None,
+    subset: str = "test",
+    batch_size: int = 64,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``model_path`` on ``subset``; the run's own data and split are the defaults."""
+    if subset not in SUBSETS:
+        raise ConfigError(f"--subset must be one of {', '.join(SUBSETS)}, got '{subset}'")
+    model, card = load_model(model_path)
+    run_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+    run_config = run_dir / "config.json"
+    config: dict[str, Any] = json.loads(run_config.read_text()) if run_config.is_file() else {}
+    if data is None:
+        if "data" not in config:
+            raise ConfigError(f"no dataset given and '{run_dir}' has no config.json naming one; pass DATA")
+        data = config["data"]
+    source = open_source(data, unlabelled=config.get("unlabelled") if data == config.get("data") else None)
+    if split is None and (run_dir / "split.json").is_file() and data == config.get("data"):
+        split = run_dir / "split.json"
+    manifest = SplitManifest.load(split) if split else make_split(source, seed=0)
+    manifest.check_source(source)
+    if list(manifest.classes) != list(card.classes):
+        raise ConfigError(
+            f"the model's classes {card.classes} differ from the data's {manifest.classes}; evaluate on data with the same classes"
+        )
+    entries = [e for e in getattr(manifest, subset) if e[1] is not None]
+    dm = SemiCompactDataModule(source, manifest, image_size=card.image_size, batch_size=batch_size)
+    probs, targets = predict_loader(model, dm.loader_for(entries), "cuda" if torch.cuda.is_available() else "cpu")
+    metrics = classification_metrics(probs, targets, card.classes) if len(targets) else {"n": 0}
+    if out:
+        write_json(out, metrics)
+    return metrics

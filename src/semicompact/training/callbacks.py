@@ -1,0 +1,121 @@
+"""Callbacks that make Lightning follow the paper's procedure and survive interruptions."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateFinder
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..io import write_bytes
+
+
+class TwoStageFreeze(L.Callback):
+    """Train only the head for ``head_epochs`` epochs, then all layers.
+
+    The stage is derived from the epoch number, so a resumed run lands in the right stage. As in
+    fastai, batch-norm layers stay trainable while the body is frozen.
+    """
+
+    def __init__(self, head_epochs: int) -> None:
+        self.head_epochs = head_epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        model = pl_module.model
+        if trainer.current_epoch < self.head_epochs:
+            model.freeze_body()
+            for module in model.modules():
+                if isinstance(module, _BatchNorm):
+                    for p in module.parameters():
+                        p.requires_grad_(True)
+        else:
+            model.unfreeze()
+
+
+class StageAwareEarlyStopping(EarlyStopping):
+    """Early stopping that does not count the head-only epochs (the body has not learnt yet)."""
+
+    def __init__(self, start_epoch: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_epoch = start_epoch
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        if trainer.current_epoch < self.start_epoch:
+            return
+        super()._run_early_stopping_check(trainer)
+
+
+class TwoStageLRFinder(LearningRateFinder):
+    """Smith's range test at the start of each stage, as the paper does for both stages.
+
+    The suggestion replaces the head's rate (the body gets the same multiple of it as configured)
+    and the scheduler's base rates, so that the checkpoint carries it on resume.
+    """
+
+    def __init__(self, milestones: tuple[int, ...], body_lr_mult: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.milestones = set(milestones)
+        self.body_lr_mult = body_lr_mult
+        self.found: dict[int, float] = {}
+
+    def on_fit_start(self, *args: Any, **kwargs: Any) -> None:  # run per stage instead
+        return
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if epoch not in self.milestones or epoch in self.found:
+            return
+        self.lr_find(trainer, pl_module)
+        suggestion = self.optimal_lr.suggestion() if self.optimal_lr is not None else None
+        if suggestion is None:
+            return
+        self.found[epoch] = float(suggestion)
+        optimizer = trainer.optimizers[0]
+        rates = [suggestion if g.get("name") == "head" else suggestion * self.body_lr_mult for g in optimizer.param_groups]
+        scheduler = trainer.lr_scheduler_configs[0].scheduler
+        scheduler.base_lrs = list(rates)
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate * scheduler.lr_lambdas[0](epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"found": {str(k): v for k, v in self.found.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.found = {int(k): float(v) for k, v in state_dict.get("found", {}).items()}
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch (the paper's 'train time per epoch')."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"times": list(self.times)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.times = [float(t) for t in state_dict.get("times", [])]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed, so ``kill -9`` never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_bytes(path, buffer.getvalue())
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,118 @@
+"""Training configuration: one dataclass, validated once, saved with every run.
+
+Configuration files are YAML or JSON read with ``yaml.safe_load`` / ``json.load``: they hold data
+only and can never execute code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+MONITORS = ("macro_f1", "accuracy")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; the run directory stores it as ``config.json``."""
+
+    data: str
+    out: str = "runs/run"
+    model: str = "mobilenetv2_100"
+    unlabelled: str | None = None
+    split: str | None = None
+    n_labelled: int = 75
+    test_fraction: float = 0.25
+    val_fraction: float = 0.1
+    pretrained: bool = False
+    weights: str | None = None
+    small_input: bool = False
+    image_size: int = 64
+    batch_size: int = 32
+    num_workers: int = 0
+    head_epochs: int = 2
+    epochs: int = 50
+    lr: float = 1e-3
+    lr_find: bool = False
+    weight_decay: float = 1e-4
+    patience: int = 10
+    monitor: str = "macro_f1"
+    class_weights: bool = False
+    label_smoothing: float = 0.0
+    augment: str = "standard"
+    vflip: bool = False
+    seed: int = 0
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    precision: str = "auto"
+    progress: bool = True
+    tensorboard: bool = True
+    class_names: list[str] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def positive(name: str, minimum: float = 1) -> None:
+            value = getattr(self, name)
+            if value < minimum:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+        for name in ("image_size", "batch_size", "devices", "num_nodes", "n_labelled"):
+            positive(name)
+        for name in ("epochs", "head_epochs", "num_workers", "patience"):
+            positive(name, 0)
+        if self.epochs + self.head_epochs < 1:
+            raise ConfigError("--epochs and --head-epochs are both 0: nothing to train; set --epochs 1 or more")
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"--monitor must be one of {', '.join(MONITORS)}, got '{self.monitor}'")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+            )
+        if "data" not in values:
+            raise ConfigError("the configuration has no 'data' key: give the dataset folder, .npz or .csv")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(load_mapping(path))
+
+
+def load_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping safely (no code execution, ever)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"configuration file '{p}' not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+        values = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot parse configuration file '{p}': {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"configuration file '{p}' must hold a mapping of option: value")
+    return values

@@ -1,0 +1,277 @@
+"""One training run, start to finish: split, model, two-stage fit, evaluation, artefacts.
+
+The run directory is the unit of work: everything a run writes goes there atomically, and
+``resume=True`` continues an interrupted run (even after ``kill -9``) from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from rich.console import Console
+
+from ..artifacts import ModelCard, save_model
+from ..data import SemiCompactDataModule, SplitManifest, make_split, open_source
+from ..errors import ConfigError
+from ..evaluate.metrics import classification_metrics
+from ..evaluate.plots import plot_confusion_matrix, plot_learning_curves
+from ..evaluate.predict import predict_loader
+from ..io import atomic_open, write_json
+from ..models import Classifier, check_input_size, create_model
+from .callbacks import AtomicCheckpointIO, EpochTimer, StageAwareEarlyStopping, TwoStageFreeze, TwoStageLRFinder
+from .config import TrainConfig
+from .module import ClassifierModule
+
+console = Console(stderr=True)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, TrainConfig]:
+    """Create the run folder, refusing to overwrite a finished or unfinished run unless resuming."""
+    run_dir = Path(config.out)
+    stored = run_dir / "config.json"
+    if resume:
+        if not stored.is_file():
+            raise ConfigError(f"--resume: '{run_dir}' holds no run to resume (no config.json); drop --resume")
+        return run_dir, TrainConfig.load(stored)
+    if stored.exists():
+        raise ConfigError(
+            f"output folder '{run_dir}' already holds a run; pass --resume to continue it or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, config
+
+
+def build_split(config: TrainConfig, run_dir: Path, source: Any) -> SplitManifest:
+    """The split of this run: kept from an earlier start, given by --split, or made from the seed."""
+    own = run_dir / "split.json"
+    if own.is_file():
+        manifest = SplitManifest.load(own)
+    elif config.split:
+        manifest = SplitManifest.load(config.split)
+    else:
+        manifest = make_split(
+            source,
+            n_labelled=config.n_labelled,
+            test_fraction=config.test_fraction,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+        )
+    manifest.check_source(source)
+    if not own.is_file():
+        manifest.save(own)
+    return manifest
+
+
+def transfer_learning(config: TrainConfig) -> bool:
+    """Two stages only make sense when the body starts from learnt weights."""
+    return bool(config.pretrained or config.weights)
+
+
+def build_model(config: TrainConfig, num_classes: int) -> Classifier:
+    model = create_model(
+        config.model,
+        num_classes=num_classes,
+        pretrained=config.pretrained and not config.weights,
+        weights=config.weights,
+        small_input=config.small_input,
+    )
+    check_input_size(model, config.image_size)
+    return model
+
+
+def _trainer(config: TrainConfig, run_dir: Path, head_epochs: int, body_lr_mult: float) -> tuple[L.Trainer, EpochTimer]:
+    accelerator = config.accelerator
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    precision = config.precision if config.precision != "auto" else ("16-mixed" if on_gpu else "32-true")
+    distributed = config.devices > 1 or config.num_nodes > 1
+    timer = EpochTimer()
+    mode = "max"
+    callbacks: list[L.Callback] = [TwoStageFreeze(head_epochs)]
+    if config.lr_find:
+        callbacks.append(TwoStageLRFinder(milestones=(0, head_epochs), body_lr_mult=body_lr_mult))
+    callbacks += [
+        timer,
+        StageAwareEarlyStopping(
+            start_epoch=head_epochs, monitor=f"val/{config.monitor}", mode=mode, patience=config.patience
+        ),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor=f"val/{config.monitor}",
+            mode=mode,
+            save_top_k=1,
+            save_last=True,
+            enable_version_counter=False,
+        ),
+    ]
+    interactive = config.progress and sys.stderr.isatty()
+    if interactive:
+        callbacks.append(RichProgressBar())
+    loggers: list[Any] = [CSVLogger(run_dir, name="logs", version="")]
+    if config.tensorboard:
+        try:
+            loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+        except ModuleNotFoundError:
+            pass
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy="ddp" if distributed else "auto",
+        precision=precision,
+        max_epochs=head_epochs + config.epochs,
+        callbacks=callbacks,
+        logger=loggers,
+        default_root_dir=run_dir,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=interactive,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        deterministic="warn" if on_gpu else True,
+    )
+    return trainer, timer
+
+
+def fit(config: TrainConfig, resume: bool = False) -> RunResult:
+    """Train and evaluate one model as configured; returns the run folder and its test metrics."""
+    run_dir, config = prepare_run_dir(config, resume)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    source = open_source(config.data, unlabelled=config.unlabelled, class_names=config.class_names)
+    manifest = build_split(config, run_dir, source)
+    classes = manifest.classes
+    write_json(run_dir / "config.json", config.to_dict())
+
+    model = build_model(config, len(classes))
+    two_stage = transfer_learning(config)
+    head_epochs = config.head_epochs if two_stage else 0
+    body_lr_mult = 0.1 if two_stage else 1.0
+    datamodule = SemiCompactDataModule(
+        source,
+        manifest,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        skip_log=run_dir / "skipped_images.tsv",
+        augment=config.augment,
+        vflip=config.vflip,
+        seed=config.seed,
+    )
+    module = ClassifierModule(
+        model,
+        classes,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        head_epochs=head_epochs,
+        epochs=head_epochs + config.epochs,
+        body_lr_mult=body_lr_mult,
+        class_weights=datamodule.class_weights() if config.class_weights else None,
+        label_smoothing=config.label_smoothing,
+    )
+    trainer, timer = _trainer(config, run_dir, head_epochs, body_lr_mult)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    if resume and ckpt_path is None:
+        console.print(f"[yellow]no checkpoint in {last.parent}; starting the run from epoch 0[/]")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if not trainer.is_global_zero:
+        return RunResult(run_dir)
+    return finish_run(config, run_dir, trainer, module, datamodule, timer, head_epochs)
+
+
+def finish_run(
+    config: TrainConfig,
+    run_dir: Path,
+    trainer: L.Trainer,
+    module: ClassifierModule,
+    datamodule: SemiCompactDataModule,
+    timer: EpochTimer,
+    head_epochs: int,
+) -> RunResult:
+    """Load the best weights, evaluate on the test split and write every artefact of the run."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.cpu().eval()
+    card = ModelCard(
+        model=config.model,
+        classes=list(module.classes),
+        image_size=config.image_size,
+        small_input=config.small_input,
+        mean=tuple(float(v) for v in model.mean.flatten()),
+        std=tuple(float(v) for v in model.std.flatten()),
+    )
+    save_model(run_dir / "best.safetensors", model, card)
+
+    device = "cuda" if torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    test_entries = datamodule.manifest.test
+    probs, targets = predict_loader(model, datamodule.test_dataloader(), device)
+    metrics = classification_metrics(probs, targets, card.classes) if len(targets) else {"n": 0}
+    skipped = datamodule.skipped_images()
+    times = timer.times
+    summary = {
+        "model": config.model,
+        "run_dir": str(run_dir),
+        "epochs_trained": trainer.current_epoch,
+        "head_epochs": head_epochs,
+        "best_epoch_score": _best_score(trainer),
+        "monitor": f"val/{config.monitor}",
+        "train_time_per_epoch_s": (sum(times) / len(times)) if times else None,
+        "labelled_images": len(datamodule.manifest.labelled),
+        "skipped_images": len(skipped),
+        "test": metrics,
+    }
+    write_json(run_dir / "metrics.json", summary)
+    if len(targets):
+        _write_predictions(run_dir / "test_predictions.csv", test_entries, skipped, probs, targets, card.classes)
+        plot_confusion_matrix(metrics["confusion_matrix"], card.classes, run_dir / "confusion_matrix.png")
+    log_csv = run_dir / "logs" / "metrics.csv"
+    if log_csv.is_file():
+        plot_learning_curves(log_csv, run_dir / "learning_curve.png", head_epochs=head_epochs)
+    if skipped:
+        console.print(f"[yellow]{len(skipped)} unreadable image(s) skipped; listed in {run_dir / 'skipped_images.tsv'}[/]")
+    return RunResult(run_dir, summary)
+
+
+def _best_score(trainer: L.Trainer) -> float | None:
+    cb = trainer.checkpoint_callback
+    score = getattr(cb, "best_model_score", None)
+    return float(score) if score is not None else None
+
+
+def _write_predictions(
+    path: Path,
+    entries: list[Any],
+    skipped: list[tuple[str, str]],
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    classes: list[str],
+) -> None:
+    """One row per test image: reference, true and predicted class, and every class probability."""
+    skipped_refs = {ref for ref, _ in skipped}
+    refs = [e[0] for e in entries if e[0] not in skipped_refs]
+    if len(refs) != len(targets):  # should not happen; keep the file honest rather than misaligned
+        refs = [f"#{i}" for i in range(len(targets))]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image", "label", "prediction", "confidence", *[f"p_{c}" for c in classes]])
+    for ref, target, row in zip(refs, targets.tolist(), probs.tolist(), strict=True):
+        pred = max(range(len(row)), key=row.__getitem__)
+        writer.writerow([ref, classes[target], classes[pred], f"{row[pred]:.6f}", *[f"{p:.6f}" for p in row]])
+    with atomic_open(path, "w") as fh:
+        fh.write(buffer.getvalue())
