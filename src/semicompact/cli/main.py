@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -34,14 +33,14 @@ DataArg = Annotated[
 ]
 
 
-def _train_options(ctx: click.Context, config_file: Path | None, given: dict[str, Any]) -> dict[str, Any]:
+def _train_options(ctx: typer.Context, config_file: Path | None, given: dict[str, Any]) -> dict[str, Any]:
     """Values from --config, overridden by the options typed on the command line."""
     from ..training.config import load_mapping
 
     values: dict[str, Any] = dict(load_mapping(config_file)) if config_file else {}
     for name, value in given.items():
         source = ctx.get_parameter_source(name)
-        if name not in values or source not in (click.core.ParameterSource.DEFAULT, None):
+        if name not in values or getattr(source, "name", "DEFAULT") != "DEFAULT":
             values[name] = value
     return values
 
@@ -79,6 +78,8 @@ def train(
     num_nodes: Annotated[int, typer.Option(help="Machines for multi-node DDP.")] = 1,
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (16-mixed on GPU, 32 on CPU) or a Lightning precision.")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Progress bars (on a terminal).")] = True,
+    tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard logs.")] = True,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file of these options (command-line values win).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out from its last checkpoint.")] = False,
 ) -> None:
@@ -239,20 +240,17 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: user errors become one line on stderr and exit status 2.
+
+    Usage errors (unknown option, bad type) are reported by typer itself, also with status 2.
+    """
     try:
-        app(args=argv, prog_name="semicompact", standalone_mode=False)
+        app(args=argv, prog_name="semicompact")
     except SemicompactError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
-    except click.exceptions.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
     except KeyboardInterrupt:
-        err.print("interrupted; resume with --resume")
+        err.print("interrupted; a training run continues with --resume")
         sys.exit(130)
 
 

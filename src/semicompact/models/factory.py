@@ -109,7 +109,10 @@ class Classifier(nn.Module):
         return min_input_size(self)
 
     def extra_repr(self) -> str:
-        return f"name={self.name}, family={self.family}, num_classes={self.num_classes}, small_input={self.small_input}"
+        return (
+            f"name={self.name}, family={self.family}, num_classes={self.num_classes}, "
+            f"small_input={self.small_input}"
+        )
 
 
 def _param_device_dtype(net: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -170,7 +173,9 @@ def min_input_size(model: Classifier) -> int:
         while _forward_probe(net, hi) is None:
             hi *= 2
             if hi > _MAX_PROBE:
-                raise ModelError(f"{model.name} fails on every input size up to {_MAX_PROBE} px; check the model.")
+                raise ModelError(
+                    f"{model.name} fails on every input size up to {_MAX_PROBE} px; check the model."
+                )
         lo = hi // 2 + 1 if hi > 1 else 1
         while lo < hi:
             mid = (lo + hi) // 2
@@ -286,7 +291,9 @@ def create_model(
         _weights.load_weights(model, weights)
     if small_input:
         if spec.small_input is None:
-            raise ModelError(f"{spec.name} has no small-input variant; drop --small-input or pick another model.")
+            raise ModelError(
+                f"{spec.name} has no small-input variant; drop --small-input or pick another model."
+            )
         spec.small_input(net)
     return model
 
@@ -314,7 +321,7 @@ def _count_params(spec: ModelSpec) -> float:
         try:
             with torch.device("meta"):
                 net = spec.builder(num_classes=1000, drop_rate=0.0)
-        except Exception:  # noqa: BLE001 - some inits do not support meta tensors; build for real
+        except Exception:
             net = spec.builder(num_classes=1000, drop_rate=0.0)
         _PARAMS_CACHE[spec.name] = round(sum(p.numel() for p in net.parameters()) / 1e6, 2)
     return _PARAMS_CACHE[spec.name]

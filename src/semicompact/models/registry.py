@@ -123,7 +123,11 @@ def get_spec(name: str) -> ModelSpec:
         return _timm_passthrough(raw.lower())
     candidates = sorted(set(_REGISTRY) | {a for s in _REGISTRY.values() for a in s.aliases})
     close = difflib.get_close_matches(raw.lower(), candidates, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(dict.fromkeys(_ALIASES.get(_norm(c), c) for c in close))}? " if close else ""
+    hint = (
+        f"did you mean {', '.join(dict.fromkeys(_ALIASES.get(_norm(c), c) for c in close))}? "
+        if close
+        else ""
+    )
     raise ModelError(f"unknown model '{raw}'; {hint}Run `semicompact models` to list them.")
 
 
@@ -132,7 +136,7 @@ def _timm_knows(name: str) -> bool:
 
     try:
         return bool(timm.is_model(name))
-    except Exception:  # noqa: BLE001 - a malformed name is simply not a timm model
+    except Exception:
         return False
 
 
@@ -273,46 +277,84 @@ def _register_builtin() -> None:
         )
 
     # standard (big) networks
-    timm_model("resnet50", "standard", "ResNet-50 (timm), the paper's big reference network.",
-               small_input=_resnet_small)
-    timm_model("resnet101", "standard", "ResNet-101 (timm), a big reference network.", small_input=_resnet_small)
+    timm_model(
+        "resnet50",
+        "standard",
+        "ResNet-50 (timm), the paper's big reference network.",
+        small_input=_resnet_small,
+    )
+    timm_model(
+        "resnet101", "standard", "ResNet-101 (timm), a big reference network.", small_input=_resnet_small
+    )
     timm_model("efficientnet_b3", "standard", "EfficientNet-B3 (timm), a big NAS-derived network.")
     # manual compact networks
-    timm_model("resnet18", "manual", "ResNet-18 (timm), the smallest classic residual network.",
-               small_input=_resnet_small)
-    timm_model("mobilenetv2_100", "manual", "MobileNetV2 1.0 (timm): inverted residuals, depthwise convs.",
-               ("mobilenet_v2", "mobilenet"))
+    timm_model(
+        "resnet18",
+        "manual",
+        "ResNet-18 (timm), the smallest classic residual network.",
+        small_input=_resnet_small,
+    )
+    timm_model(
+        "mobilenetv2_100",
+        "manual",
+        "MobileNetV2 1.0 (timm): inverted residuals, depthwise convs.",
+        ("mobilenet_v2", "mobilenet"),
+    )
     register_model(
-        "squeezenet1_1", "manual", _tv_squeezenet,
-        "SqueezeNet 1.1 (torchvision): fire modules, ~1.2 M parameters.", ("squeezenet",),
-        "torchvision:SqueezeNet1_1_Weights.IMAGENET1K_V1", source="torchvision", head="classifier.1",
+        "squeezenet1_1",
+        "manual",
+        _tv_squeezenet,
+        "SqueezeNet 1.1 (torchvision): fire modules, ~1.2 M parameters.",
+        ("squeezenet",),
+        "torchvision:SqueezeNet1_1_Weights.IMAGENET1K_V1",
+        source="torchvision",
+        head="classifier.1",
         small_input=_squeezenet_small,
     )
     register_model(
-        "shufflenet_v2_x1_0", "manual", _tv_shufflenet,
-        "ShuffleNetV2 1.0x (torchvision): channel shuffle, depthwise convs.", ("shufflenet",),
-        "torchvision:ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1", source="torchvision", head="fc",
+        "shufflenet_v2_x1_0",
+        "manual",
+        _tv_shufflenet,
+        "ShuffleNetV2 1.0x (torchvision): channel shuffle, depthwise convs.",
+        ("shufflenet",),
+        "torchvision:ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1",
+        source="torchvision",
+        head="fc",
         small_input=_shufflenet_small,
     )
     # automatic (NAS) compact networks
     timm_model("fbnetc_100", "automatic", "FBNet-C (timm), found by differentiable NAS.", ("fbnet",))
     timm_model("mixnet_s", "automatic", "MixNet-S (timm): mixed depthwise kernel sizes, NAS.")
     timm_model("mixnet_m", "automatic", "MixNet-M (timm): mixed depthwise kernel sizes, NAS.", ("mixnet",))
-    timm_model("mnasnet_100", "automatic", "MnasNet-A1 1.0 (timm), mobile NAS with latency reward.",
-               ("mnasnet",))
-    timm_model("efficientnet_b0", "automatic", "EfficientNet-B0 (timm), NAS baseline of the family.",
-               ("efficientnet",))
-    timm_model("tf_efficientnet_lite0", "automatic",
-               "EfficientNet-Lite0 (timm, TF port): no SE, ReLU6, edge-friendly.", ("efficientnet_lite0",),
-               mean=_LITE_MEAN, std=_LITE_STD)
+    timm_model(
+        "mnasnet_100", "automatic", "MnasNet-A1 1.0 (timm), mobile NAS with latency reward.", ("mnasnet",)
+    )
+    timm_model(
+        "efficientnet_b0",
+        "automatic",
+        "EfficientNet-B0 (timm), NAS baseline of the family.",
+        ("efficientnet",),
+    )
+    timm_model(
+        "tf_efficientnet_lite0",
+        "automatic",
+        "EfficientNet-Lite0 (timm, TF port): no SE, ReLU6, edge-friendly.",
+        ("efficientnet_lite0",),
+        mean=_LITE_MEAN,
+        std=_LITE_STD,
+    )
     # quantization-ready networks (float for now)
     for depth in (18, 50):
         register_model(
-            f"resnet{depth}_quantized", "quantized", _tv_quantizable_resnet(depth),
+            f"resnet{depth}_quantized",
+            "quantized",
+            _tv_quantizable_resnet(depth),
             f"Quantizable ResNet-{depth} (torchvision) trained in float; it holds QuantStub/DeQuantStub "
             "and fuse_model(), the int8 conversion comes with the compression step.",
             (),
-            f"torchvision:ResNet{depth}_Weights.IMAGENET1K_V1", source="torchvision", head="fc",
+            f"torchvision:ResNet{depth}_Weights.IMAGENET1K_V1",
+            source="torchvision",
+            head="fc",
             small_input=_resnet_small,
         )
 

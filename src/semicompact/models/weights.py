@@ -11,7 +11,9 @@ The classification head is skipped when its shape differs (another number of cla
 from __future__ import annotations
 
 import os
+import re
 import socket
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,10 +67,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # any decoding failure means "not a usable checkpoint"
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"weights file '{path}' is not a readable PyTorch or safetensors checkpoint ({reason}); "
-            "pass a .pth/.pt/.bin state dict or a .safetensors file to --weights."
+            f"weights file '{path}' is not a readable PyTorch or safetensors checkpoint; pass a "
+            ".pth/.pt/.bin state dict or a .safetensors file to --weights (a whole pickled model is refused: "
+            "save model.state_dict() instead)."
         ) from exc
     return _clean_state_dict(obj, str(path))
 
@@ -113,6 +115,21 @@ def _kind(key: str) -> str:
 def _is_counted(key: str, t: torch.Tensor) -> bool:
     """Tensors that count for the coverage check (not the BN step counters)."""
     return not key.endswith("num_batches_tracked")
+
+
+_SUFFIX_RANK = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3, "num_batches_tracked": 4}
+
+
+def _natural(items: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """Items sorted by module path with numbers compared as numbers ("blocks.2" before "blocks.10")
+    and, inside a module, in PyTorch's registration order (weight, bias, running stats)."""
+
+    def key(item: tuple[str, torch.Tensor]) -> tuple[list[tuple[int, int | str]], int, str]:
+        module, _, suffix = item[0].rpartition(".")
+        parts = [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", module) if t]
+        return parts, _SUFFIX_RANK.get(suffix, 9), suffix
+
+    return sorted(items, key=key)
 
 
 def _match_by_order(
@@ -164,14 +181,21 @@ def load_state_into(
     method, pairs = "name", by_name
     if name_cov < MIN_BODY_FRACTION:
         # Order matching works on the body; the head is tried separately below.
-        src = [(k, v) for k, v in state.items()]
+        # safetensors files store keys sorted by name, not in module order: also try natural sorting.
+        src = list(state.items())
         tgt = [(k, v) for k, v in target.items() if not is_head[k]]
-        by_order = _match_by_order(src, tgt)
-        order_cov = sum(1 for k in body_keys if k in by_order) / max(len(body_keys), 1)
+        by_order, order_cov = {}, 0.0
+        for s_seq, t_seq in ((src, tgt), (_natural(src), tgt), (_natural(src), _natural(tgt))):
+            cand = _match_by_order(s_seq, t_seq)
+            cov = sum(1 for k in body_keys if k in cand) / max(len(body_keys), 1)
+            if cov > order_cov:
+                by_order, order_cov = cand, cov
+            if cov >= MIN_BODY_FRACTION:
+                break
         if order_cov > name_cov:
             method, pairs = "order", dict(by_order)
             used = set(by_order.values())
-            rest_src = [(k, v) for k, v in state.items() if k not in used]
+            rest_src = _natural([(k, v) for k, v in state.items() if k not in used])
             tgt_head = [(k, v) for k, v in target.items() if is_head[k]]
             pairs.update(_match_by_order(rest_src[-len(tgt_head) :] if tgt_head else [], tgt_head))
     loaded_body = sum(1 for k in body_keys if k in pairs)
@@ -201,22 +225,30 @@ def load_state_into(
 
 
 def _offline_env() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in _TRUTHY for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in _TRUTHY for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 _REACHABLE: dict[str, tuple[bool, float]] = {}
 
 
 def host_reachable(host: str, port: int = 443, timeout: float = NETWORK_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to ``host:port`` opens within ``timeout`` s (cached for 60 s)."""
+    """Whether a TLS connection to ``host:port`` opens within ``timeout`` s (cached for 60 s)."""
     now = time.monotonic()
     hit = _REACHABLE.get(host)
     if hit is not None and now - hit[1] < 60:
         return hit[0]
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        # A TLS handshake, not just a TCP connect: firewalls and sandboxes may accept any TCP connection.
+        deadline = time.monotonic() + timeout
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(max(deadline - time.monotonic(), 0.1))
+            if port != 80:
+                with ssl.create_default_context().wrap_socket(sock, server_hostname=host):
+                    pass
             ok = True
-    except OSError:
+    except (OSError, ssl.SSLError, ValueError):
         ok = False
     _REACHABLE[host] = (ok, now)
     return ok
@@ -261,7 +293,7 @@ def _timm_cached_file(cfg: dict[str, Any]) -> str | None:
                 hit = try_to_load_from_cache(hf_id, fname)
                 if isinstance(hit, str) and Path(hit).is_file():
                     return hit
-        except Exception:  # noqa: BLE001 - a broken cache is simply no cache
+        except Exception:
             pass
     for key in ("file",):
         if cfg.get(key) and Path(cfg[key]).is_file():
@@ -274,7 +306,9 @@ def _timm_cached_file(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def build_pretrained(spec: ModelSpec, num_classes: int, drop_rate: float, head: str | None = None) -> nn.Module:
+def build_pretrained(
+    spec: ModelSpec, num_classes: int, drop_rate: float, head: str | None = None
+) -> nn.Module:
     """Build ``spec`` with its default pretrained weights (hub or local cache); fail fast offline."""
     src = spec.default_pretrained_source
     if not src:

@@ -119,3 +119,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class RngState(L.Callback):
+    """Save and restore the random generators with each checkpoint.
+
+    Augmentation draws from the global generators; restoring them makes a resumed run (even after
+    ``kill -9``) produce exactly the numbers of a run that was never interrupted.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "python": [list(random.getstate()[1]), random.getstate()[0], random.getstate()[2]],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *map(float, np_state[2:])],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        torch.set_rng_state(state_dict["torch"])
+        inner, version, gauss = state_dict["python"]
+        random.setstate((version, tuple(inner), gauss))
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype("uint32"), int(pos), int(has_gauss), float(cached)))

@@ -27,7 +27,14 @@ from ..evaluate.plots import plot_confusion_matrix, plot_learning_curves
 from ..evaluate.predict import predict_loader
 from ..io import atomic_open, write_json
 from ..models import Classifier, check_input_size, create_model
-from .callbacks import AtomicCheckpointIO, EpochTimer, StageAwareEarlyStopping, TwoStageFreeze, TwoStageLRFinder
+from .callbacks import (
+    AtomicCheckpointIO,
+    EpochTimer,
+    RngState,
+    StageAwareEarlyStopping,
+    TwoStageFreeze,
+    TwoStageLRFinder,
+)
 from .config import TrainConfig
 from .module import ClassifierModule
 
@@ -106,6 +113,7 @@ def _trainer(config: TrainConfig, run_dir: Path, head_epochs: int, body_lr_mult:
         callbacks.append(TwoStageLRFinder(milestones=(0, head_epochs), body_lr_mult=body_lr_mult))
     callbacks += [
         timer,
+        RngState(),
         StageAwareEarlyStopping(
             start_epoch=head_epochs, monitor=f"val/{config.monitor}", mode=mode, patience=config.patience
         ),
@@ -234,6 +242,7 @@ def finish_run(
         "train_time_per_epoch_s": (sum(times) / len(times)) if times else None,
         "labelled_images": len(datamodule.manifest.labelled),
         "skipped_images": len(skipped),
+        "lr_found": _lr_found(trainer),
         "test": metrics,
     }
     write_json(run_dir / "metrics.json", summary)
@@ -246,6 +255,13 @@ def finish_run(
     if skipped:
         console.print(f"[yellow]{len(skipped)} unreadable image(s) skipped; listed in {run_dir / 'skipped_images.tsv'}[/]")
     return RunResult(run_dir, summary)
+
+
+def _lr_found(trainer: L.Trainer) -> dict[str, float]:
+    for callback in trainer.callbacks:
+        if isinstance(callback, TwoStageLRFinder):
+            return {str(k): v for k, v in sorted(callback.found.items())}
+    return {}
 
 
 def _best_score(trainer: L.Trainer) -> float | None:

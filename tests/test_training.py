@@ -1,0 +1,183 @@
+"""The engine: a run learns, writes every artefact, repeats from a seed, resumes, refuses overwrites."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from semicompact.artifacts import load_model
+from semicompact.errors import ConfigError
+from semicompact.training import TrainConfig, fit
+
+FAST = dict(model="mobilenetv2_100", small_input=True, image_size=32, batch_size=32, lr=3e-3, tensorboard=False,
+            progress=False, vflip=True)
+
+
+def cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    values = {**FAST, "epochs": 4, "patience": 10, **kw}
+    return TrainConfig(data=str(data), out=str(out), **values)
+
+
+@pytest.fixture(scope="module")
+def trained(cells_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("run") / "a"
+    return fit(cfg(cells_dir, out))
+
+
+def test_run_writes_every_artefact(trained) -> None:
+    run = trained.run_dir
+    for name in ("config.json", "split.json", "best.safetensors", "metrics.json", "learning_curve.png",
+                 "confusion_matrix.png", "test_predictions.csv", "logs/metrics.csv", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 4
+    assert metrics["train_time_per_epoch_s"] > 0
+    test = metrics["test"]
+    assert test["n"] == 100 and len(test["confusion_matrix"]) == 4
+    assert set(test["per_class"]) == {"binucleate", "elongated_nucleus", "granular", "round_nucleus"}
+    rows = list(csv.DictReader((run / "test_predictions.csv").open()))
+    assert len(rows) == 100
+    assert sum(r["label"] == r["prediction"] for r in rows) / 100 == pytest.approx(test["accuracy"])
+
+
+def test_run_learns_above_chance(trained) -> None:
+    # 4 balanced classes: chance macro-F1 is about 0.25
+    assert trained.metrics["test"]["macro_f1"] > 0.5
+
+
+def test_saved_model_reproduces_test_predictions(trained, cells_dir: Path) -> None:
+    model, card = load_model(trained.run_dir)
+    assert card.image_size == 32 and card.small_input
+    from semicompact.data import SemiCompactDataModule, SplitManifest, open_source
+    from semicompact.evaluate.predict import predict_loader
+
+    source = open_source(cells_dir)
+    manifest = SplitManifest.load(trained.run_dir / "split.json")
+    dm = SemiCompactDataModule(source, manifest, image_size=32, batch_size=16)
+    probs, _ = predict_loader(model, dm.test_dataloader())
+    rows = list(csv.DictReader((trained.run_dir / "test_predictions.csv").open()))
+    saved = torch.tensor([[float(r[f"p_{c}"]) for c in card.classes] for r in rows])
+    assert torch.allclose(probs, saved, atol=1e-5)
+
+
+def test_same_seed_same_numbers(trained, cells_dir: Path, tmp_path: Path) -> None:
+    again = fit(cfg(cells_dir, tmp_path / "b"))
+    assert again.metrics["test"] == trained.metrics["test"]
+
+
+def test_existing_run_is_not_overwritten(trained, cells_dir: Path) -> None:
+    before = (trained.run_dir / "metrics.json").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        fit(cfg(cells_dir, trained.run_dir))
+    assert (trained.run_dir / "metrics.json").read_bytes() == before
+
+
+def test_resume_without_run_is_refused(cells_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="holds no run to resume"):
+        fit(cfg(cells_dir, tmp_path / "none"), resume=True)
+
+
+def test_two_stage_freezes_body_then_trains_it(cells_dir: Path, tmp_path: Path) -> None:
+    """Stage 1 leaves every non-BN body weight untouched; stage 2 changes them."""
+    from semicompact.models import create_model
+
+    init = create_model("mobilenetv2_100", num_classes=1000, small_input=True)
+    weights = tmp_path / "init.pth"
+    torch.save(init.net.state_dict(), weights)
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    import lightning as L
+
+    class Snap(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            snapshots.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+    from semicompact.training import run as run_mod
+
+    original = run_mod._trainer
+
+    def patched(*args, **kwargs):
+        trainer, timer = original(*args, **kwargs)
+        trainer.callbacks.append(Snap())
+        return trainer, timer
+
+    run_mod._trainer = patched
+    try:
+        fit(cfg(cells_dir, tmp_path / "two", weights=str(weights), head_epochs=1, epochs=1))
+    finally:
+        run_mod._trainer = original
+    start = {k: v for k, v in init.named_parameters()}
+    conv = "net.blocks.3.0.conv_pw.weight"
+    assert torch.equal(snapshots[0][conv], start[conv]), "stage 1 must not train the body"
+    head = "net.classifier.weight"
+    assert not torch.equal(snapshots[0][head], snapshots[1][head])
+    assert not torch.equal(snapshots[1][conv], start[conv]), "stage 2 must train the body"
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "semicompact.cli.main", *args], capture_output=True, text=True,
+                          env=env, timeout=600, **kw)
+
+
+def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
+    return ["train", str(data), "--out", str(out), "--model", "mobilenetv2_100", "--small-input",
+            "--image-size", "32", "--epochs", str(epochs), "--patience", "20", "--lr", "0.003", "--vflip",
+            "--no-progress", "--no-tensorboard"]
+
+
+def test_resume_after_kill_9_matches_uninterrupted_run(cells_dir: Path, tmp_path: Path) -> None:
+    """kill -9 in the middle of training, --resume, and the result equals a run never interrupted."""
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "semicompact.cli.main", *_train_args(cells_dir, run, 5)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file():
+            ckpt = torch.load(last, map_location="cpu", weights_only=True)
+            if ckpt["epoch"] >= 1:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()
+    resumed = _cli(*_train_args(cells_dir, run, 5), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    straight = _cli(*_train_args(cells_dir, tmp_path / "straight", 5))
+    assert straight.returncode == 0, straight.stderr
+    a = json.loads((run / "metrics.json").read_text())
+    b = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert a["epochs_trained"] == b["epochs_trained"] == 5
+    assert a["test"] == b["test"]
+    epochs_logged = [row["epoch"] for row in csv.DictReader((run / "logs" / "metrics.csv").open()) if row.get("val/macro_f1")]
+    assert len(epochs_logged) >= 5
+
+
+def test_ddp_two_cpu_processes(cells_dir: Path, tmp_path: Path) -> None:
+    result = _cli(*_train_args(cells_dir, tmp_path / "ddp", 1), "--devices", "2", "--accelerator", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    assert "distributed_backend=gloo" in text and "MEMBER: 2/2" in text
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["test"]["n"] == 100
+
+
+def test_lr_finder_sets_rates_for_both_stages(cells_dir: Path, tmp_path: Path) -> None:
+    from semicompact.models import create_model
+
+    weights = tmp_path / "init.pth"
+    torch.save(create_model("mobilenetv2_100", num_classes=1000, small_input=True).net.state_dict(), weights)
+    result = fit(cfg(cells_dir, tmp_path / "lr", weights=str(weights), head_epochs=1, epochs=1, lr_find=True))
+    found = result.metrics["lr_found"]
+    assert set(found) == {"0", "1"}
+    assert all(1e-8 < v < 1 for v in found.values())
