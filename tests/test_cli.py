@@ -112,7 +112,7 @@ def test_offline_pretrained_fails_fast_with_advice(capsys, cells_dir: Path, tmp_
     import time
 
     start = time.perf_counter()
-    text = _error(capsys, "train", str(cells_dir), "--pretrained", "--out", str(tmp_path / "r"))
+    text = _error(capsys, "train", str(cells_dir), "--model", "resnet18", "--pretrained", "--out", str(tmp_path / "r"))
     assert time.perf_counter() - start < 15
     assert "--weights" in text
 

