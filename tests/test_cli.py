@@ -130,7 +130,8 @@ def cli_run(cells_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("clirun") / "run"
     with pytest.raises(SystemExit) as exc:
         main(["train", str(cells_dir), "--out", str(out), "--model", "mobilenetv2_100", "--small-input",
-              "--image-size", "32", "--epochs", "2", "--no-progress", "--no-tensorboard"])
+              "--image-size", "32", "--pretrained", "--head-epochs", "1", "--epochs", "1", "--no-progress",
+              "--no-tensorboard"])
     assert exc.value.code in (0, None)
     return out
 

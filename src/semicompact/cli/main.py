@@ -227,7 +227,7 @@ def models(
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated data and the runs.")] = Path("semicompact-demo"),
-    epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 12,
+    epochs: Annotated[int, typer.Option(help="Epochs per model (after 2 head-only epochs).")] = 10,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Run the whole job on the embedded synthetic cell dataset: split, teacher and compact student, evaluation, plots.

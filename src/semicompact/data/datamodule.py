@@ -7,19 +7,42 @@ after the batch is on the device (``on_after_batch_transfer``), batched, with ko
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from semicompact.data.datasets import ImageDataset, SkipCollate, read_skip_log
 from semicompact.data.sources import DataSource
 from semicompact.data.split import SplitManifest
 from semicompact.data.transforms import build_augmentation
 from semicompact.errors import ConfigError, DataError
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A random order that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` before each epoch (also through its distributed wrapper), so a
+    run resumed after an interruption sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class SemiCompactDataModule(L.LightningDataModule):
@@ -57,7 +80,6 @@ class SemiCompactDataModule(L.LightningDataModule):
             skip_log = Path(tempfile.mkdtemp(prefix="semicompact-skips-")) / "skipped_images.tsv"
         self.skip_log = Path(skip_log)
         self.augment = build_augmentation(augment, vflip=vflip)
-        self._generators: dict[str, torch.Generator] = {}
 
     # ------------------------------------------------------------------------------------ helpers
     @property
@@ -68,25 +90,19 @@ class SemiCompactDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.manifest.classes)
 
-    def _generator(self, name: str) -> torch.Generator:
-        # One generator per loader, created once: reproducible, yet a new order every epoch.
-        if name not in self._generators:
-            offset = {"train": 0, "unlabelled": 1}.get(name, 2)
-            self._generators[name] = torch.Generator().manual_seed(self.seed * 1000 + offset)
-        return self._generators[name]
-
     def dataset(self, entries: Sequence[Sequence[Any]]) -> ImageDataset:
         return ImageDataset(self.source, entries, self.image_size, self.skip_log)
 
     def _loader(
         self, entries: Sequence[Sequence[Any]], batch_size: int, shuffle: bool, drop_last: bool, name: str
     ) -> DataLoader:
+        offset = {"train": 0, "unlabelled": 1}.get(name, 2)
+        sampler = EpochSeededSampler(len(entries), self.seed * 10 + offset) if shuffle else None
         return DataLoader(
             self.dataset(entries),
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
-            generator=self._generator(name) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=SkipCollate(self.image_size),

@@ -22,24 +22,31 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def read_epoch_metrics(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch series from Lightning's CSV log (rows hold either train or val values)."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    with open(metrics_csv, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            epoch = row.get("epoch")
-            if not epoch:
-                continue
-            for key, value in row.items():
-                if key in ("epoch", "step") or not value:
+def read_epoch_metrics(logs: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch series from Lightning's CSV logs: ``logs/metrics.csv`` and, after each resumption,
+    ``logs/resume-K/metrics.csv``; a later file's value for an epoch replaces an earlier one."""
+    logs = Path(logs)
+    files = [logs] if logs.is_file() else [logs / "metrics.csv"]
+    if logs.is_dir():
+        files += sorted(logs.glob("resume-*/metrics.csv"), key=lambda p: int(p.parent.name.split("-")[1]))
+    values: dict[str, dict[int, float]] = {}
+    for metrics_csv in files:
+        if not metrics_csv.is_file():
+            continue
+        with open(metrics_csv, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                epoch = row.get("epoch")
+                if not epoch:
                     continue
-                series.setdefault(key, []).append((int(float(epoch)), float(value)))
-    return series
+                for key, value in row.items():
+                    if key not in ("epoch", "step") and value:
+                        values.setdefault(key, {})[int(float(epoch))] = float(value)
+    return {key: sorted(per_epoch.items()) for key, per_epoch in values.items()}
 
 
-def plot_learning_curves(metrics_csv: str | Path, path: str | Path, head_epochs: int = 0) -> None:
+def plot_learning_curves(logs: str | Path, path: str | Path, head_epochs: int = 0) -> None:
     """Loss (left) and validation scores (right) per epoch; a line marks the end of the head-only stage."""
-    series = read_epoch_metrics(metrics_csv)
+    series = read_epoch_metrics(logs)
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, label in (("train/loss", "train loss"), ("val/loss", "validation loss")):
         if key in series:

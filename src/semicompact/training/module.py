@@ -60,7 +60,9 @@ class ClassifierModule(L.LightningModule):
         if batch[0].shape[0] == 0:  # every image of the batch was unreadable and skipped
             return None
         loss = self.training_loss(batch)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch[0].shape[0]
+        )
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

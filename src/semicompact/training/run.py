@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,16 +44,36 @@ from .module import ClassifierModule
 console = Console(stderr=True)
 
 
+class _NoAdverts(logging.Filter):
+    """Drop Lightning's product tips from the console; keep its real information."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    for _handler in logging.getLogger(_name).handlers:
+        _handler.addFilter(_NoAdverts())
+warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+
+
 @dataclass
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def is_worker_process() -> bool:
+    """True in the extra processes DDP starts (they re-run the command); only rank 0 writes files."""
+    return any(int(os.environ.get(v, "0") or 0) > 0 for v in ("LOCAL_RANK", "NODE_RANK"))
+
+
 def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, TrainConfig]:
     """Create the run folder, refusing to overwrite a finished or unfinished run unless resuming."""
     run_dir = Path(config.out)
     stored = run_dir / "config.json"
+    if is_worker_process():
+        return run_dir, TrainConfig.load(stored) if resume and stored.is_file() else config
     if resume:
         if not stored.is_file():
             raise ConfigError(f"--resume: '{run_dir}' holds no run to resume (no config.json); drop --resume")
@@ -79,7 +102,7 @@ def build_split(config: TrainConfig, run_dir: Path, source: Any) -> SplitManifes
             seed=config.seed,
         )
     manifest.check_source(source)
-    if not own.is_file():
+    if not own.is_file() and not is_worker_process():
         manifest.save(own)
     return manifest
 
@@ -101,7 +124,19 @@ def build_model(config: TrainConfig, num_classes: int) -> Classifier:
     return model
 
 
-def _trainer(config: TrainConfig, run_dir: Path, head_epochs: int, body_lr_mult: float) -> tuple[L.Trainer, EpochTimer]:
+def _log_version(run_dir: Path, resume: bool) -> str:
+    """A fresh CSV/TensorBoard folder for each resumption, so no earlier log line is ever deleted."""
+    if not resume:
+        return ""
+    k = 1
+    while (run_dir / "logs" / f"resume-{k}").exists():
+        k += 1
+    return f"resume-{k}"
+
+
+def _trainer(
+    config: TrainConfig, run_dir: Path, head_epochs: int, body_lr_mult: float, resume: bool = False
+) -> tuple[L.Trainer, EpochTimer]:
     accelerator = config.accelerator
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = config.precision if config.precision != "auto" else ("16-mixed" if on_gpu else "32-true")
@@ -130,17 +165,19 @@ def _trainer(config: TrainConfig, run_dir: Path, head_epochs: int, body_lr_mult:
     interactive = config.progress and sys.stderr.isatty()
     if interactive:
         callbacks.append(RichProgressBar())
-    loggers: list[Any] = [CSVLogger(run_dir, name="logs", version="")]
+    version = _log_version(run_dir, resume)
+    loggers: list[Any] = [CSVLogger(run_dir, name="logs", version=version)]
     if config.tensorboard:
         try:
-            loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+            loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=version))
         except ModuleNotFoundError:
             pass
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
-        strategy="ddp" if distributed else "auto",
+        # frozen body parameters in stage 1 are "unused" for DDP's gradient reducer
+        strategy=("ddp_find_unused_parameters_true" if head_epochs else "ddp") if distributed else "auto",
         precision=precision,
         max_epochs=head_epochs + config.epochs,
         callbacks=callbacks,
@@ -162,7 +199,8 @@ def fit(config: TrainConfig, resume: bool = False) -> RunResult:
     source = open_source(config.data, unlabelled=config.unlabelled, class_names=config.class_names)
     manifest = build_split(config, run_dir, source)
     classes = manifest.classes
-    write_json(run_dir / "config.json", config.to_dict())
+    if not is_worker_process():
+        write_json(run_dir / "config.json", config.to_dict())
 
     model = build_model(config, len(classes))
     two_stage = transfer_learning(config)
@@ -190,7 +228,7 @@ def fit(config: TrainConfig, resume: bool = False) -> RunResult:
         class_weights=datamodule.class_weights() if config.class_weights else None,
         label_smoothing=config.label_smoothing,
     )
-    trainer, timer = _trainer(config, run_dir, head_epochs, body_lr_mult)
+    trainer, timer = _trainer(config, run_dir, head_epochs, body_lr_mult, resume=resume)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if resume and ckpt_path is None:
@@ -249,9 +287,8 @@ def finish_run(
     if len(targets):
         _write_predictions(run_dir / "test_predictions.csv", test_entries, skipped, probs, targets, card.classes)
         plot_confusion_matrix(metrics["confusion_matrix"], card.classes, run_dir / "confusion_matrix.png")
-    log_csv = run_dir / "logs" / "metrics.csv"
-    if log_csv.is_file():
-        plot_learning_curves(log_csv, run_dir / "learning_curve.png", head_epochs=head_epochs)
+    if (run_dir / "logs" / "metrics.csv").is_file():
+        plot_learning_curves(run_dir / "logs", run_dir / "learning_curve.png", head_epochs=head_epochs)
     if skipped:
         console.print(f"[yellow]{len(skipped)} unreadable image(s) skipped; listed in {run_dir / 'skipped_images.tsv'}[/]")
     return RunResult(run_dir, summary)
