@@ -181,8 +181,9 @@ def test_lr_finder_sets_rates_for_both_stages(cells_dir: Path, tmp_path: Path) -
 
     weights = tmp_path / "init.pth"
     torch.save(create_model("mobilenetv2_100", num_classes=1000, small_input=True).net.state_dict(), weights)
+    # batch 8: 27 steps per epoch, enough points for the range test (it needs more than 11)
     result = fit(cfg(cells_dir, tmp_path / "lr", pretrained=False, weights=str(weights), head_epochs=1, epochs=1,
-                     lr_find=True))
+                     lr_find=True, batch_size=8))
     found = result.metrics["lr_found"]
     assert set(found) == {"0", "1"}
     assert all(1e-8 < v < 1 for v in found.values())

@@ -7,6 +7,7 @@ after the batch is on the device (``on_after_batch_transfer``), batched, with ko
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ class SemiCompactDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         if skip_log is None:
-            skip_log = Path(tempfile.mkdtemp(prefix="semicompact-skips-")) / "skipped_images.tsv"
+            # created only when an image is actually skipped
+            skip_log = Path(tempfile.gettempdir()) / f"semicompact-skips-{uuid.uuid4().hex}.tsv"
         self.skip_log = Path(skip_log)
         self.augment = build_augmentation(augment, vflip=vflip)
 
@@ -114,7 +116,9 @@ class SemiCompactDataModule(L.LightningDataModule):
         """Labelled images, shuffled; the last partial batch is dropped only if there is more than one."""
         entries = self.manifest.labelled
         if not entries:
-            raise DataError(f"the split of '{self.source.root}' has no labelled images: re-run semicompact split")
+            raise DataError(
+                f"the split of '{self.source.root}' has no labelled images: re-run semicompact split"
+            )
         drop_last = len(entries) > self.batch_size
         return self._loader(entries, self.batch_size, shuffle=True, drop_last=drop_last, name="train")
 
@@ -122,10 +126,8 @@ class SemiCompactDataModule(L.LightningDataModule):
         if not self.manifest.unlabelled:
             root = self.source.root if self.source.kind == "folder" else self.source.base_dir
             raise DataError(f"no unlabelled images: put them in {root}/unlabelled/ or pass --unlabelled DIR")
-        return self._loader(
-            self.manifest.unlabelled, self.unlabelled_batch_size, shuffle=shuffle, drop_last=False,
-            name="unlabelled",
-        )  # fmt: skip
+        entries, size = self.manifest.unlabelled, self.unlabelled_batch_size
+        return self._loader(entries, size, shuffle=shuffle, drop_last=False, name="unlabelled")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.manifest.val, self.batch_size, shuffle=False, drop_last=False, name="val")
@@ -139,7 +141,15 @@ class SemiCompactDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------------------ device side
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """uint8 -> float [0, 1] on the device; random augmentation only while training."""
+        """uint8 -> float [0, 1] on the device; random augmentation only while training.
+
+        Also accepts a dict or list of ``(images, labels)`` batches (e.g. from a CombinedLoader of the
+        labelled and unlabelled loaders).
+        """
+        if isinstance(batch, dict):
+            return {k: self.on_after_batch_transfer(v, dataloader_idx) for k, v in batch.items()}
+        if isinstance(batch, (list, tuple)) and batch and not isinstance(batch[0], torch.Tensor):
+            return type(batch)(self.on_after_batch_transfer(b, dataloader_idx) for b in batch)
         images, labels = batch
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
         trainer = self.trainer

@@ -96,8 +96,8 @@ class ImageDataset(Dataset):
         except ImageReadError as exc:
             if self.skip_log is not None:
                 append_skip(self.skip_log, ref, exc.reason)
-            warnings.warn(f"skipping unreadable image '{exc.path}': {exc.reason}", SkippedImageWarning,
-                          stacklevel=2)  # fmt: skip
+            message = f"skipping unreadable image '{exc.path}': {exc.reason}"
+            warnings.warn(message, SkippedImageWarning, stacklevel=2)
             return None
         return to_uint8_tensor(img, self.image_size), target
 
@@ -106,7 +106,8 @@ def collate_skip(batch: Sequence[Sample | None], image_size: int = 0) -> tuple[t
     """Stack the readable samples: (uint8 (B, 3, S, S), int64 (B,)); B may be 0."""
     kept = [b for b in batch if b is not None]
     if not kept:
-        return torch.empty((0, 3, image_size, image_size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+        empty = torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
+        return empty, torch.empty(0, dtype=torch.int64)
     images = torch.stack([b[0] for b in kept])
     labels = torch.tensor([b[1] for b in kept], dtype=torch.int64)
     return images, labels

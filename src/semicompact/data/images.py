@@ -113,10 +113,7 @@ def _read_dicom(path: Path) -> Image.Image:
             arr = arr[0]
         if samples == 1:
             values = apply_modality_lut(arr, ds)
-            if frames > 1:
-                values = apply_voi_lut(values, ds, index=0)
-            else:
-                values = apply_voi_lut(values, ds)
+            values = apply_voi_lut(values, ds, index=0)
             gray = _scale_to_uint8(values)
             if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
                 gray = 255 - gray
@@ -129,8 +126,7 @@ def _read_dicom(path: Path) -> Image.Image:
         raise
     except InvalidDicomError as exc:
         raise ImageReadError(path, f"not a valid DICOM file ({exc})") from None
-    except (*_DECODE_ERRORS, AttributeError, KeyError, IndexError, TypeError, RuntimeError,
-            NotImplementedError) as exc:  # fmt: skip
+    except (*_DECODE_ERRORS, AttributeError, KeyError, IndexError, TypeError, RuntimeError) as exc:
         raise ImageReadError(path, f"the DICOM pixel data cannot be decoded ({exc})") from None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from semicompact.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
-from semicompact.errors import DataError, ImageReadError
+from semicompact.errors import DataError
 from semicompact.io import sha256_file
 
 SPLIT_KEYS = ("train", "valid", "test", "unlabelled")
@@ -77,8 +77,7 @@ class DataSource:
                     self._cache[split] = np.asarray(npz[f"{split}_images"])
             except (OSError, ValueError, KeyError) as exc:
                 raise DataError(
-                    f"cannot read '{split}_images' from '{self.root}' ({exc}): "
-                    "re-download the .npz file"
+                    f"cannot read '{split}_images' from '{self.root}' ({exc}): re-download the .npz file"
                 ) from None
         return self._cache[split][int(index)]
 
@@ -175,7 +174,9 @@ def _scan_class_dir(root: Path, class_dir: Path) -> list[str]:
             )
         refs.append(f.relative_to(root).as_posix())
     if not refs:
-        raise DataError(f"class folder '{class_dir}' contains no images: add images to it or remove the folder")
+        raise DataError(
+            f"class folder '{class_dir}' contains no images: add images to it or remove the folder"
+        )
     return refs
 
 
@@ -370,7 +371,9 @@ def _open_csv(path: Path, class_names: list[str] | None) -> DataSource:
     if numeric:
         values = [int(x) for x in names]
         if min(values) < 0:
-            raise DataError(f"CSV manifest '{path}' has negative labels: labels must be 0..K-1 or class names")
+            raise DataError(
+                f"CSV manifest '{path}' has negative labels: labels must be 0..K-1 or class names"
+            )
         classes = _npz_classes(path, [np.asarray(values)], class_names)
         to_index = {lab: int(lab) for lab in names}
     else:

@@ -63,8 +63,8 @@ class SplitManifest:
             raw.pop("format", None)
             manifest = cls(**raw)
             for name in SUBSETS:
-                setattr(manifest, name, [[str(r), None if lab is None else int(lab)] for r, lab in
-                                         getattr(manifest, name)])  # fmt: skip
+                rows = getattr(manifest, name)
+                setattr(manifest, name, [[str(r), None if lab is None else int(lab)] for r, lab in rows])
         except (ValueError, TypeError) as exc:
             raise DataError(
                 f"split file '{p}' is not a valid semicompact split ({exc}): re-run semicompact split"
@@ -150,7 +150,7 @@ def make_split(
         notes.append("test: the source's own test split")
     else:
         for c, g in enumerate(groups):
-            n_test = int(round(len(g) * test_fraction))
+            n_test = round(len(g) * test_fraction)
             if len(g) >= 2:
                 n_test = min(max(n_test, 1), len(g) - 1)
             taken, groups[c] = _take(g, n_test, _rng(seed, _STAGE_TEST, c))
@@ -163,7 +163,7 @@ def make_split(
         notes.append("val: the source's own validation split")
     elif val_fraction > 0:
         for c, g in enumerate(groups):
-            n_val = int(round(len(g) * val_fraction))
+            n_val = round(len(g) * val_fraction)
             if len(g) >= 3:
                 n_val = max(n_val, 1)
             taken, groups[c] = _take(g, n_val, _rng(seed, _STAGE_VAL, c))

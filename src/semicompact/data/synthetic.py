@@ -24,8 +24,7 @@ from semicompact.errors import DataError
 from semicompact.io import write_bytes, write_json, write_text
 
 CLASSES = ("binucleate", "elongated_nucleus", "granular", "round_nucleus")  # sorted, as a folder source
-_ROUND, _ELONG, _BI, _GRAN = (CLASSES.index(c) for c in ("round_nucleus", "elongated_nucleus",
-                                                          "binucleate", "granular"))  # fmt: skip
+_ELONG, _BI, _GRAN = (CLASSES.index(c) for c in ("elongated_nucleus", "binucleate", "granular"))
 _CHUNK = 256
 # Optical densities (R, G, B) of the nuclear and the cytoplasmic stain.
 _STAINS = {
@@ -44,7 +43,8 @@ def _ellipse(xx, yy, cx, cy, a, b, theta, wobble=None, edge: float = 1.0) -> np.
     r = np.sqrt(u * u + v * v)
     if wobble is not None:  # irregular outline: a few harmonics of the polar angle
         amp, k, phase = wobble
-        r = r * (1.0 + amp[:, None, None] * np.cos(k[:, None, None] * np.arctan2(v, u) + phase[:, None, None]))
+        angle = np.arctan2(v, u)
+        r = r * (1.0 + amp[:, None, None] * np.cos(k[:, None, None] * angle + phase[:, None, None]))
     dist = (1.0 - r) * np.minimum(a, b)[:, None, None]
     return np.clip(dist / edge + 0.5, 0.0, 1.0).astype(np.float32)
 
@@ -65,7 +65,7 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
     def uni(lo: float, hi: float) -> np.ndarray:
         return rng.uniform(lo, hi, n).astype(np.float32)
 
-    yy, xx = (np.mgrid[0:s, 0:s].astype(np.float32) + 0.5)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
     # the cell: random position, size, shape, rotation
     cx, cy = s / 2 + uni(-0.12, 0.12) * s, s / 2 + uni(-0.12, 0.12) * s
     radius = uni(0.25, 0.33) * s
@@ -74,9 +74,9 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
     cell = _ellipse(xx, yy, cx, cy, radius * asp, radius / asp, uni(0, np.pi), wobble=wob)
 
     # nuclei, by class
-    is_r, is_e, is_b, is_g = (labels == _ROUND), (labels == _ELONG), (labels == _BI), (labels == _GRAN)
-    a1 = radius * np.select([is_e, is_b, is_g], [uni(0.62, 0.78), uni(0.27, 0.33), uni(0.36, 0.46)],
-                            uni(0.40, 0.50))  # fmt: skip
+    is_e, is_b, is_g = (labels == _ELONG), (labels == _BI), (labels == _GRAN)
+    sizes = [uni(0.62, 0.78), uni(0.27, 0.33), uni(0.36, 0.46)]
+    a1 = radius * np.select([is_e, is_b, is_g], sizes, uni(0.40, 0.50))
     b1 = a1 / np.where(is_e, uni(2.2, 3.0), uni(1.0, 1.15))
     phi = uni(0, 2 * np.pi)
     off = radius * np.where(is_b, 0.45, uni(0.0, 0.12))
@@ -163,9 +163,15 @@ def make_synthetic_cells(
     ``unlabelled_labels.csv`` (outside the image folders), for measuring pseudo-label accuracy.
     """
     root = Path(root).expanduser().resolve()
-    params = {"generator": "semicompact.synthetic_cells/1", "classes": list(CLASSES),
-              "n_per_class_train": n_per_class_train, "n_test": n_test, "n_unlabelled": n_unlabelled,
-              "size": size, "seed": seed}  # fmt: skip
+    params = {
+        "generator": "semicompact.synthetic_cells/1",
+        "classes": list(CLASSES),
+        "n_per_class_train": n_per_class_train,
+        "n_test": n_test,
+        "n_unlabelled": n_unlabelled,
+        "size": size,
+        "seed": seed,
+    }
     marker = root / "synthetic.json"
     if marker.is_file():
         try:

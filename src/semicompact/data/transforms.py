@@ -48,7 +48,8 @@ def build_augmentation(preset: str = "standard", vflip: bool = False) -> nn.Modu
         return nn.Identity()
     if preset != "standard":
         raise ConfigError(
-            f"unknown augmentation preset '{preset}' for --augment: choose one of {', '.join(AUGMENT_PRESETS)}"
+            f"unknown augmentation preset '{preset}' for --augment: "
+            f"choose one of {', '.join(AUGMENT_PRESETS)}"
         )
     ops: list[nn.Module] = [K.RandomHorizontalFlip(p=0.5)]
     if vflip:

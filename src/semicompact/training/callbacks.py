@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateFinder
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..io import write_bytes
@@ -70,9 +71,20 @@ class TwoStageLRFinder(LearningRateFinder):
         epoch = trainer.current_epoch
         if epoch not in self.milestones or epoch in self.found:
             return
-        self.lr_find(trainer, pl_module)
+        # the range test runs inside this fit: let it cross epochs on small data sets (its own
+        # step limit still stops it), then restore the run's real epoch limit
+        max_epochs = trainer.fit_loop.max_epochs
+        trainer.fit_loop.max_epochs = max_epochs + 10_000
+        try:
+            self.lr_find(trainer, pl_module)
+        finally:
+            trainer.fit_loop.max_epochs = max_epochs
         suggestion = self.optimal_lr.suggestion() if self.optimal_lr is not None else None
         if suggestion is None:
+            rank_zero_warn(
+                f"--lr-find found no rate at epoch {epoch} (too few batches per epoch for the range test); "
+                "keeping --lr. Use a smaller --batch-size or give --lr yourself."
+            )
             return
         self.found[epoch] = float(suggestion)
         optimizer = trainer.optimizers[0]
