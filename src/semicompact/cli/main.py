@@ -207,6 +207,7 @@ def split_cmd(
 @app.command()
 def models(
     family: Annotated[str | None, typer.Option(help="Only this family: manual, automatic, quantized or standard.")] = None,
+    details: Annotated[bool, typer.Option(help="Add each model's description.")] = False,
 ) -> None:
     """List the registered networks with parameters and family (any timm name works too)."""
     from ..models import list_models
@@ -217,10 +218,14 @@ def models(
         if not rows:
             raise ConfigError(f"--family '{family}' matches no model; use manual, automatic, quantized or standard")
     table = Table(title="semicompact models")
-    for col in ("name", "family", "params (M)", "source", "aliases", "description"):
-        table.add_column(col)
+    for col in ("name", "family", "params (M)", "source"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("aliases")
+    if details:
+        table.add_column("description")
     for r in rows:
-        table.add_row(r.name, r.family, f"{r.params:.1f}", r.source, ", ".join(r.aliases), r.description)
+        cells = [r.name, r.family, f"{r.params:.1f}", r.source, ", ".join(r.aliases)]
+        table.add_row(*cells, *([r.description] if details else []))
     out.print(table)
 
 

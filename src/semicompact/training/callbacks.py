@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import itertools
+import math
 import time
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateFinder
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -51,44 +54,93 @@ class StageAwareEarlyStopping(EarlyStopping):
         super()._run_early_stopping_check(trainer)
 
 
-class TwoStageLRFinder(LearningRateFinder):
-    """Smith's range test at the start of each stage, as the paper does for both stages.
+def lr_range_test(
+    module: L.LightningModule,
+    loader: Any,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    steps: int = 100,
+    beta: float = 0.98,
+) -> tuple[float | None, list[float], list[float]]:
+    """Smith's learning-rate range test on the trainable parameters, leaving the model unchanged.
 
-    The suggestion replaces the head's rate (the body gets the same multiple of it as configured)
-    and the scheduler's base rates, so that the checkpoint carries it on resume.
+    The rate grows exponentially from ``min_lr`` to ``max_lr`` over ``steps`` batches (cycling the
+    loader, so small data sets work), the loss is smoothed, the test stops when it diverges, and
+    the suggestion is fastai's "minimum / 10" rule. Returns (suggestion or None, rates, losses).
+    """
+    model = module.model
+    state = copy.deepcopy(model.state_dict())
+    was_training = model.training
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=min_lr, weight_decay=module.hparams.get("weight_decay", 0.0))
+    gamma = (max_lr / min_lr) ** (1.0 / max(1, steps - 1))
+    rates: list[float] = []
+    losses: list[float] = []
+    average, best = 0.0, math.inf
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    model.train()
+    try:
+        for step in range(steps):
+            images, labels = next(batches)
+            if images.shape[0] == 0:
+                continue
+            rate = min_lr * gamma**step
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            x = images.to(module.device).float().div_(255.0)
+            loss = module.training_loss((x, labels.to(module.device)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            average = beta * average + (1 - beta) * loss.item()
+            smooth = average / (1 - beta ** (step + 1))
+            if not math.isfinite(smooth) or (step > 10 and smooth > 4 * best):
+                break
+            best = min(best, smooth)
+            rates.append(rate)
+            losses.append(smooth)
+    finally:
+        model.load_state_dict(state)
+        model.train(was_training)
+        for p in params:
+            p.grad = None
+    if len(losses) < 10:
+        return None, rates, losses
+    return rates[losses.index(min(losses))] / 10.0, rates, losses
+
+
+class TwoStageLRFinder(L.Callback):
+    """The range test at the start of each stage, as the paper does for both stages.
+
+    Lightning's ``LearningRateFinder`` restores the trainer from a checkpoint around its test and,
+    inside a running fit, found no points at the second stage; this callback runs the test on the
+    side (model state saved and restored) so both stages get a rate, and DDP ranks share rank 0's.
+    The suggestion replaces the head's rate (the body gets the configured multiple of it) and the
+    scheduler's base rates, so that the checkpoint carries it on resume.
     """
 
-    def __init__(self, milestones: tuple[int, ...], body_lr_mult: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, milestones: tuple[int, ...], body_lr_mult: float, steps: int = 100) -> None:
         self.milestones = set(milestones)
         self.body_lr_mult = body_lr_mult
+        self.steps = steps
         self.found: dict[int, float] = {}
-
-    def on_fit_start(self, *args: Any, **kwargs: Any) -> None:  # run per stage instead
-        return
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
         if epoch not in self.milestones or epoch in self.found:
             return
-        # the range test runs inside this fit: let it cross epochs on small data sets (its own
-        # step limit still stops it), then restore the run's real epoch limit
-        max_epochs = trainer.fit_loop.max_epochs
-        trainer.fit_loop.max_epochs = max_epochs + 10_000
-        try:
-            self.lr_find(trainer, pl_module)
-        finally:
-            trainer.fit_loop.max_epochs = max_epochs
-        suggestion = self.optimal_lr.suggestion() if self.optimal_lr is not None else None
+        suggestion, _, _ = lr_range_test(pl_module, trainer.datamodule.train_dataloader(), steps=self.steps)
+        suggestion = trainer.strategy.broadcast(suggestion, src=0)
         if suggestion is None:
             rank_zero_warn(
-                f"--lr-find found no rate at epoch {epoch} (too few batches per epoch for the range test); "
-                "keeping --lr. Use a smaller --batch-size or give --lr yourself."
+                f"--lr-find: the range test at epoch {epoch} diverged at once; keeping --lr. Give --lr yourself."
             )
             return
         self.found[epoch] = float(suggestion)
         optimizer = trainer.optimizers[0]
-        rates = [suggestion if g.get("name") == "head" else suggestion * self.body_lr_mult for g in optimizer.param_groups]
+        rates = [
+            suggestion if g.get("name") == "head" else suggestion * self.body_lr_mult for g in optimizer.param_groups
+        ]
         scheduler = trainer.lr_scheduler_configs[0].scheduler
         scheduler.base_lrs = list(rates)
         for group, rate in zip(optimizer.param_groups, rates, strict=True):

@@ -145,11 +145,7 @@ def _trainer(
     mode = "max"
     callbacks: list[L.Callback] = [TwoStageFreeze(head_epochs)]
     if config.lr_find:
-        # no early stop on "divergence": after stage 1 the loss is small and noisy, and 4x the best
-        # batch loss is reached long before the rate is too high
-        callbacks.append(
-            TwoStageLRFinder(milestones=(0, head_epochs), body_lr_mult=body_lr_mult, early_stop_threshold=None)
-        )
+        callbacks.append(TwoStageLRFinder(milestones=(0, head_epochs), body_lr_mult=body_lr_mult))
     callbacks += [
         timer,
         RngState(),
