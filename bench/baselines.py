@@ -28,13 +28,33 @@ def cases(shared: Path, epochs: int) -> list[tuple[str, str, dict]]:
     out = []
     for name in MEDMNIST:
         data = str(shared / "data" / "medmnist" / f"{name}.npz")
-        out.append((name, "mobilenetv2_100 (ImageNet, 64 px)", dict(
-            data=data, model="mobilenetv2_100", weights=weights, image_size=64, epochs=epochs)))
-        out.append((name, "resnet18 small-input (scratch, 28 px)", dict(
-            data=data, model="resnet18", small_input=True, image_size=28, epochs=epochs)))
-    out.append(("ham10000", "mobilenetv2_100 (ImageNet, 128 px)", dict(
-        data=str(shared / "data" / "ham10000"), model="mobilenetv2_100", weights=weights, image_size=128,
-        epochs=epochs)))
+        out.append(
+            (
+                name,
+                "mobilenetv2_100 (ImageNet, 64 px)",
+                dict(data=data, model="mobilenetv2_100", weights=weights, image_size=64, epochs=epochs),
+            )
+        )
+        out.append(
+            (
+                name,
+                "resnet18 small-input (scratch, 28 px)",
+                dict(data=data, model="resnet18", small_input=True, image_size=28, epochs=epochs),
+            )
+        )
+    out.append(
+        (
+            "ham10000",
+            "mobilenetv2_100 (ImageNet, 128 px)",
+            dict(
+                data=str(shared / "data" / "ham10000"),
+                model="mobilenetv2_100",
+                weights=weights,
+                image_size=128,
+                epochs=epochs,
+            ),
+        )
+    )
     return out
 
 
@@ -51,17 +71,35 @@ def main() -> None:
         if args.only and args.only not in dataset:
             continue
         run = args.out / "runs" / f"{dataset}-{options['model']}-{options['image_size']}-s{args.seed}"
-        config = TrainConfig(out=str(run), n_labelled=75, batch_size=32, patience=8, lr=1e-3, seed=args.seed,
-                             progress=False, tensorboard=False, **options)
+        config = TrainConfig(
+            out=str(run),
+            n_labelled=75,
+            batch_size=32,
+            patience=8,
+            lr=1e-3,
+            seed=args.seed,
+            progress=False,
+            tensorboard=False,
+            **options,
+        )
         start = time.perf_counter()
         if (run / "metrics.json").is_file():
             summary = json.loads((run / "metrics.json").read_text())
         else:
             summary = fit(config, resume=(run / "config.json").is_file()).metrics
         test = summary["test"]
-        rows.append(dict(dataset=dataset, model=label, macro_f1=test["macro_f1"], f1=test["f1"],
-                         accuracy=test["accuracy"], epochs=summary["epochs_trained"],
-                         s_per_epoch=summary["train_time_per_epoch_s"], wall_s=time.perf_counter() - start))
+        rows.append(
+            dict(
+                dataset=dataset,
+                model=label,
+                macro_f1=test["macro_f1"],
+                f1=test["f1"],
+                accuracy=test["accuracy"],
+                epochs=summary["epochs_trained"],
+                s_per_epoch=summary["train_time_per_epoch_s"],
+                wall_s=time.perf_counter() - start,
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
     write_json(args.out / "baselines.json", rows)
     lines = [

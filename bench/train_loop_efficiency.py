@@ -26,7 +26,12 @@ from semicompact.models import create_model
 from semicompact.training import ClassifierModule
 from semicompact.training.callbacks import EpochTimer
 
-CASES = (("resnet18", 28, True), ("resnet18", 64, False), ("mobilenetv2_100", 28, True), ("mobilenetv2_100", 64, False))
+CASES = (
+    ("resnet18", 28, True),
+    ("resnet18", 64, False),
+    ("mobilenetv2_100", 28, True),
+    ("mobilenetv2_100", 64, False),
+)
 
 
 def bare_rate(name: str, size: int, small: bool, k: int, batch: int, steps: int) -> float:
@@ -53,8 +58,15 @@ def loop_rate(name: str, size: int, small: bool, source, manifest, batch: int, s
     dm = SemiCompactDataModule(source, manifest, image_size=size, batch_size=batch)
     timer = EpochTimer()
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, limit_train_batches=steps, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[timer], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=dm)
@@ -76,7 +88,11 @@ def main() -> None:
         bare = bare_rate(name, size, small, len(manifest.classes), args.batch, args.steps)
         full = loop_rate(name, size, small, source, manifest, args.batch, args.steps)
         rows.append((name, size, small, bare, full, full / bare))
-        print(f"{name:16s} {size:3d}px small_input={small!s:5s} bare {bare:8.1f} img/s  loop {full:8.1f} img/s  ratio {full / bare:.3f}", flush=True)
+        print(
+            f"{name:16s} {size:3d}px small_input={small!s:5s} bare {bare:8.1f} img/s  "
+            f"loop {full:8.1f} img/s  ratio {full / bare:.3f}",
+            flush=True,
+        )
     lines = [
         "# Training-loop efficiency",
         "",

@@ -36,8 +36,15 @@ def test_help_shows_examples(capsys, command: str) -> None:
 def test_models_lists_the_paper_networks(capsys) -> None:
     code, out, _ = run_cli(capsys, "models")
     assert code == 0
-    for name in ("resnet18", "mobilenetv2_100", "squeezenet1_1", "shufflenet_v2_x1_0", "mnasnet_100",
-                 "fbnetc_100", "resnet50_quantized"):
+    for name in (
+        "resnet18",
+        "mobilenetv2_100",
+        "squeezenet1_1",
+        "shufflenet_v2_x1_0",
+        "mnasnet_100",
+        "fbnetc_100",
+        "resnet50_quantized",
+    ):
         assert name in out
     code, out, _ = run_cli(capsys, "models", "--family", "quantized")
     assert "resnet18_quantized" in out and "mobilenetv2_100" not in out
@@ -45,7 +52,9 @@ def test_models_lists_the_paper_networks(capsys) -> None:
 
 def test_split_writes_a_manifest(capsys, cells_dir: Path, tmp_path: Path) -> None:
     out_file = tmp_path / "split.json"
-    code, out, _ = run_cli(capsys, "split", str(cells_dir), "--n-labelled", "20", "--seed", "3", "--out", str(out_file))
+    code, out, _ = run_cli(
+        capsys, "split", str(cells_dir), "--n-labelled", "20", "--seed", "3", "--out", str(out_file)
+    )
     assert code == 0
     manifest = json.loads(out_file.read_text())
     assert manifest["seed"] == 3 and len(manifest["labelled"]) == 80
@@ -72,13 +81,24 @@ def test_missing_dataset(capsys, tmp_path: Path) -> None:
 
 
 def test_missing_weights_file(capsys, cells_dir: Path, tmp_path: Path) -> None:
-    text = _error(capsys, "train", str(cells_dir), "--weights", str(tmp_path / "w.pth"), "--out", str(tmp_path / "r"))
+    text = _error(
+        capsys, "train", str(cells_dir), "--weights", str(tmp_path / "w.pth"), "--out", str(tmp_path / "r")
+    )
     assert "w.pth" in text and "--weights" in text
 
 
 def test_image_too_small_for_model(capsys, cells_dir: Path, tmp_path: Path) -> None:
-    text = _error(capsys, "train", str(cells_dir), "--model", "squeezenet1_1", "--image-size", "8",
-                  "--out", str(tmp_path / "r"))
+    text = _error(
+        capsys,
+        "train",
+        str(cells_dir),
+        "--model",
+        "squeezenet1_1",
+        "--image-size",
+        "8",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert "too small for squeezenet1_1" in text and "--image-size" in text
 
 
@@ -104,7 +124,9 @@ def test_config_file_never_executes_code(capsys, cells_dir: Path, tmp_path: Path
 
 
 def test_bad_split_fraction(capsys, cells_dir: Path, tmp_path: Path) -> None:
-    text = _error(capsys, "split", str(cells_dir), "--test-fraction", "1.5", "--out", str(tmp_path / "s.json"))
+    text = _error(
+        capsys, "split", str(cells_dir), "--test-fraction", "1.5", "--out", str(tmp_path / "s.json")
+    )
     assert "--test-fraction must be between 0 and 1" in text
 
 
@@ -112,14 +134,20 @@ def test_offline_pretrained_fails_fast_with_advice(capsys, cells_dir: Path, tmp_
     import time
 
     start = time.perf_counter()
-    text = _error(capsys, "train", str(cells_dir), "--model", "resnet18", "--pretrained", "--out", str(tmp_path / "r"))
+    text = _error(
+        capsys, "train", str(cells_dir), "--model", "resnet18", "--pretrained", "--out", str(tmp_path / "r")
+    )
     assert time.perf_counter() - start < 15
     assert "--weights" in text
 
 
 def test_usage_error_exits_2_without_traceback(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "semicompact.cli.main", "train", "--epochs", "many", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "semicompact.cli.main", "train", "--epochs", "many", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--epochs" in result.stderr
@@ -129,9 +157,26 @@ def test_usage_error_exits_2_without_traceback(tmp_path: Path) -> None:
 def cli_run(cells_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("clirun") / "run"
     with pytest.raises(SystemExit) as exc:
-        main(["train", str(cells_dir), "--out", str(out), "--model", "mobilenetv2_100", "--small-input",
-              "--image-size", "32", "--pretrained", "--head-epochs", "1", "--epochs", "1", "--no-progress",
-              "--no-tensorboard"])
+        main(
+            [
+                "train",
+                str(cells_dir),
+                "--out",
+                str(out),
+                "--model",
+                "mobilenetv2_100",
+                "--small-input",
+                "--image-size",
+                "32",
+                "--pretrained",
+                "--head-epochs",
+                "1",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--no-tensorboard",
+            ]
+        )
     assert exc.value.code in (0, None)
     return out
 
@@ -159,7 +204,7 @@ def test_predict_folder_skips_corrupt_files(capsys, cli_run: Path, cells_dir: Pa
         (images / f"{i}.png").write_bytes(src.read_bytes())
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
     out_file = tmp_path / "pred.csv"
-    code, out, err = run_cli(capsys, "predict", str(cli_run), str(images), "--out", str(out_file))
+    code, _, err = run_cli(capsys, "predict", str(cli_run), str(images), "--out", str(out_file))
     assert code == 0
     rows = list(csv.DictReader(out_file.open()))
     assert len(rows) == 5

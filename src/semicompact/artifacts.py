@@ -65,11 +65,15 @@ def load_model(path: str | Path) -> tuple[Classifier, ModelCard]:
             meta = fh.metadata()
         tensors = st_load(data)
     except (SafetensorError, OSError, ValueError) as err:
-        raise ModelError(f"'{p}' is not a valid safetensors model file ({err}); it may be truncated") from None
+        raise ModelError(
+            f"'{p}' is not a valid safetensors model file ({err}); it may be truncated"
+        ) from None
     card = ModelCard.from_metadata(meta, p)
     model = create_model(card.model, num_classes=len(card.classes), small_input=card.small_input)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
-        raise ModelError(f"weights in '{p}' do not fit model {card.model}: {str(err).splitlines()[0]}") from None
+        raise ModelError(
+            f"weights in '{p}' do not fit model {card.model}: {str(err).splitlines()[0]}"
+        ) from None
     return model.eval(), card

@@ -55,13 +55,29 @@ def run_demo(out: Path, epochs: int = 10, seed: int = 0, console: Console | None
     table = Table(title="semicompact demo: synthetic cells, 75 labelled images per class")
     for col in ("role", "model", "test macro-F1", "accuracy", "s/epoch", "run folder"):
         table.add_column(col)
-    lines = ["# semicompact demo", "", "| role | model | test macro-F1 | accuracy | s/epoch |", "|---|---|---|---|---|"]
+    lines = [
+        "# semicompact demo",
+        "",
+        "| role | model | test macro-F1 | accuracy | s/epoch |",
+        "|---|---|---|---|---|",
+    ]
     for (role, model), summary in zip(DEMO_MODELS, results.values(), strict=True):
         test = summary["test"]
         per_epoch = summary.get("train_time_per_epoch_s") or 0.0
-        table.add_row(role, model, f"{test['macro_f1']:.3f}", f"{test['accuracy']:.3f}", f"{per_epoch:.1f}", summary["run_dir"])
-        lines.append(f"| {role} | {model} | {test['macro_f1']:.3f} | {test['accuracy']:.3f} | {per_epoch:.1f} |")
+        table.add_row(
+            role,
+            model,
+            f"{test['macro_f1']:.3f}",
+            f"{test['accuracy']:.3f}",
+            f"{per_epoch:.1f}",
+            summary["run_dir"],
+        )
+        lines.append(
+            f"| {role} | {model} | {test['macro_f1']:.3f} | {test['accuracy']:.3f} | {per_epoch:.1f} |"
+        )
     write_text(out / "summary.md", "\n".join(lines) + "\n")
     console.print(table)
-    console.print(f"done in {time.perf_counter() - start:.0f} s; outputs in {out.resolve()} (summary.md, runs/*/)")
+    console.print(
+        f"done in {time.perf_counter() - start:.0f} s; outputs in {out.resolve()} (summary.md, runs/*/)"
+    )
     return results

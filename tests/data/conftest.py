@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-_SRC = Path(__file__).resolve().parents[2] / "src"
-if str(_SRC) not in sys.path:  # works before the package is pip-installed
-    sys.path.insert(0, str(_SRC))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _data_helpers import save_png  # noqa: E402
+from _data_helpers import save_png
 
 
 @pytest.fixture

@@ -29,7 +29,9 @@ err = Console(stderr=True)
 
 DataArg = Annotated[
     Path,
-    typer.Argument(help="Dataset: an image folder (train/<class>/..., valid/, test/, unlabelled/), a MedMNIST .npz or a CSV manifest (path,label)."),
+    typer.Argument(
+        help="Dataset: an image folder (train/<class>/..., valid/, test/, unlabelled/), a MedMNIST .npz or a CSV manifest (path,label)."
+    ),
 ]
 
 
@@ -49,39 +51,82 @@ def _train_options(ctx: typer.Context, config_file: Path | None, given: dict[str
 def train(
     ctx: typer.Context,
     data: DataArg,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; must not hold a run unless --resume).")] = Path("runs/run"),
-    model: Annotated[str, typer.Option(help="Network name or alias; see `semicompact models`.")] = "mobilenetv2_100",
-    unlabelled: Annotated[Path | None, typer.Option(help="Folder of unlabelled images (flat) when not in DATA/unlabelled/.")] = None,
-    split: Annotated[Path | None, typer.Option(help="Split manifest from `semicompact split` (default: make one from --seed).")] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder (created; must not hold a run unless --resume).")
+    ] = Path("runs/run"),
+    model: Annotated[
+        str, typer.Option(help="Network name or alias; see `semicompact models`.")
+    ] = "mobilenetv2_100",
+    unlabelled: Annotated[
+        Path | None, typer.Option(help="Folder of unlabelled images (flat) when not in DATA/unlabelled/.")
+    ] = None,
+    split: Annotated[
+        Path | None,
+        typer.Option(help="Split manifest from `semicompact split` (default: make one from --seed)."),
+    ] = None,
     n_labelled: Annotated[int, typer.Option(help="Labelled images per class (the paper uses 75).")] = 75,
-    test_fraction: Annotated[float, typer.Option(help="Share of images held out for testing when DATA has no test split.")] = 0.25,
-    val_fraction: Annotated[float, typer.Option(help="Share of train kept for validation when DATA has no valid split.")] = 0.1,
-    pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights downloaded from the hub.")] = False,
-    weights: Annotated[Path | None, typer.Option(help="Local ImageNet weights (.pth or .safetensors, timm or torchvision layout).")] = None,
-    small_input: Annotated[bool, typer.Option(help="Stem without early downsampling, for 28-64 px images.")] = False,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of images held out for testing when DATA has no test split.")
+    ] = 0.25,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of train kept for validation when DATA has no valid split.")
+    ] = 0.1,
+    pretrained: Annotated[
+        bool, typer.Option(help="Start from ImageNet weights downloaded from the hub.")
+    ] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Local ImageNet weights (.pth or .safetensors, timm or torchvision layout)."),
+    ] = None,
+    small_input: Annotated[
+        bool, typer.Option(help="Stem without early downsampling, for 28-64 px images.")
+    ] = False,
     image_size: Annotated[int, typer.Option(help="Images are resized to this square size.")] = 64,
     batch_size: Annotated[int, typer.Option()] = 32,
     num_workers: Annotated[int, typer.Option(help="Data loading processes.")] = 0,
-    head_epochs: Annotated[int, typer.Option(help="Stage 1: epochs training only the new head (pretrained models).")] = 2,
+    head_epochs: Annotated[
+        int, typer.Option(help="Stage 1: epochs training only the new head (pretrained models).")
+    ] = 2,
     epochs: Annotated[int, typer.Option(help="Stage 2: maximum epochs training all layers.")] = 50,
-    lr: Annotated[float, typer.Option(help="Learning rate of the head (the body gets a tenth when pretrained).")] = 1e-3,
-    lr_find: Annotated[bool, typer.Option(help="Pick the learning rate of each stage with the range test.")] = False,
+    lr: Annotated[
+        float, typer.Option(help="Learning rate of the head (the body gets a tenth when pretrained).")
+    ] = 1e-3,
+    lr_find: Annotated[
+        bool, typer.Option(help="Pick the learning rate of each stage with the range test.")
+    ] = False,
     weight_decay: Annotated[float, typer.Option()] = 1e-4,
-    patience: Annotated[int, typer.Option(help="Early stopping: epochs without improvement of --monitor.")] = 10,
-    monitor: Annotated[str, typer.Option(help="Validation metric for early stopping and model selection: macro_f1 or accuracy.")] = "macro_f1",
-    class_weights: Annotated[bool, typer.Option(help="Weight the loss by inverse class frequency (imbalanced data).")] = False,
+    patience: Annotated[
+        int, typer.Option(help="Early stopping: epochs without improvement of --monitor.")
+    ] = 10,
+    monitor: Annotated[
+        str,
+        typer.Option(help="Validation metric for early stopping and model selection: macro_f1 or accuracy."),
+    ] = "macro_f1",
+    class_weights: Annotated[
+        bool, typer.Option(help="Weight the loss by inverse class frequency (imbalanced data).")
+    ] = False,
     label_smoothing: Annotated[float, typer.Option()] = 0.0,
-    augment: Annotated[str, typer.Option(help="Training augmentation: standard (flips, rotation, zoom, lighting) or none.")] = "standard",
-    vflip: Annotated[bool, typer.Option(help="Also flip vertically (orientation-free images such as cells).")] = False,
+    augment: Annotated[
+        str, typer.Option(help="Training augmentation: standard (flips, rotation, zoom, lighting) or none.")
+    ] = "standard",
+    vflip: Annotated[
+        bool, typer.Option(help="Also flip vertically (orientation-free images such as cells).")
+    ] = False,
     seed: Annotated[int, typer.Option()] = 0,
     devices: Annotated[int, typer.Option(help="Devices (GPUs, or CPU processes) for DDP.")] = 1,
     num_nodes: Annotated[int, typer.Option(help="Machines for multi-node DDP.")] = 1,
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto (16-mixed on GPU, 32 on CPU) or a Lightning precision.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (16-mixed on GPU, 32 on CPU) or a Lightning precision.")
+    ] = "auto",
     progress: Annotated[bool, typer.Option(help="Progress bars (on a terminal).")] = True,
     tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard logs.")] = True,
-    config: Annotated[Path | None, typer.Option(help="YAML/JSON file of these options (command-line values win).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out from its last checkpoint.")] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON file of these options (command-line values win).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the interrupted run in --out from its last checkpoint.")
+    ] = False,
 ) -> None:
     """Train one model with the paper's two-stage transfer learning and evaluate it.
 
@@ -116,10 +161,16 @@ def _print_result(summary: dict[str, Any]) -> None:
 
 @app.command()
 def evaluate(
-    model_path: Annotated[Path, typer.Argument(help="A run folder or a .safetensors model written by semicompact.")],
+    model_path: Annotated[
+        Path, typer.Argument(help="A run folder or a .safetensors model written by semicompact.")
+    ],
     data: Annotated[Path | None, typer.Argument(help="Dataset (default: the run's own data).")] = None,
-    split: Annotated[Path | None, typer.Option(help="Split manifest (default: the run's split.json).")] = None,
-    subset: Annotated[str, typer.Option(help="Which part of the split: test, val, labelled or unlabelled.")] = "test",
+    split: Annotated[
+        Path | None, typer.Option(help="Split manifest (default: the run's split.json).")
+    ] = None,
+    subset: Annotated[
+        str, typer.Option(help="Which part of the split: test, val, labelled or unlabelled.")
+    ] = "test",
     batch_size: Annotated[int, typer.Option()] = 64,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here.")] = None,
 ) -> None:
@@ -129,12 +180,16 @@ def evaluate(
     """
     from ..evaluate.evaluate import evaluate_model
 
-    metrics = evaluate_model(model_path, data=data, split=split, subset=subset, batch_size=batch_size, out=out_file)
+    metrics = evaluate_model(
+        model_path, data=data, split=split, subset=subset, batch_size=batch_size, out=out_file
+    )
     table = Table(title=f"{subset}: {metrics['n']} images")
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col)
     for name, row in metrics.get("per_class", {}).items():
-        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        table.add_row(
+            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+        )
     out.print(table)
     if metrics.get("n"):
         auc = metrics.get("roc_auc")
@@ -148,7 +203,9 @@ def evaluate(
 def predict(
     model_path: Annotated[Path, typer.Argument(help="A run folder or .safetensors model.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="CSV with class and probabilities per image.")] = Path("predictions.csv"),
+    out_file: Annotated[
+        Path, typer.Option("--out", "-o", help="CSV with class and probabilities per image.")
+    ] = Path("predictions.csv"),
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
     """Predict the class of images; unreadable files are reported and skipped.
@@ -166,7 +223,9 @@ def predict(
 @app.command("split")
 def split_cmd(
     data: DataArg,
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="Manifest JSON to write.")] = Path("split.json"),
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Manifest JSON to write.")] = Path(
+        "split.json"
+    ),
     unlabelled: Annotated[Path | None, typer.Option(help="Folder of unlabelled images.")] = None,
     n_labelled: Annotated[int, typer.Option(help="Labelled images per class.")] = 75,
     test_fraction: Annotated[float, typer.Option()] = 0.25,
@@ -187,7 +246,9 @@ def split_cmd(
         if not 0 < value < 1:
             raise ConfigError(f"{name} must be between 0 and 1, got {value}")
     source = open_source(data, unlabelled=unlabelled)
-    manifest = make_split(source, n_labelled=n_labelled, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    manifest = make_split(
+        source, n_labelled=n_labelled, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed
+    )
     manifest.save(out_file)
     counts = manifest.counts()
     table = Table(title=f"split of {data} (seed {seed})")
@@ -206,7 +267,9 @@ def split_cmd(
 
 @app.command()
 def models(
-    family: Annotated[str | None, typer.Option(help="Only this family: manual, automatic, quantized or standard.")] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Only this family: manual, automatic, quantized or standard.")
+    ] = None,
     details: Annotated[bool, typer.Option(help="Add each model's description.")] = False,
 ) -> None:
     """List the registered networks with parameters and family (any timm name works too)."""
@@ -216,7 +279,9 @@ def models(
     if family:
         rows = [r for r in rows if r.family == family]
         if not rows:
-            raise ConfigError(f"--family '{family}' matches no model; use manual, automatic, quantized or standard")
+            raise ConfigError(
+                f"--family '{family}' matches no model; use manual, automatic, quantized or standard"
+            )
     table = Table(title="semicompact models")
     for col in ("name", "family", "params (M)", "source"):
         table.add_column(col, no_wrap=True)
@@ -231,7 +296,9 @@ def models(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated data and the runs.")] = Path("semicompact-demo"),
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the generated data and the runs.")
+    ] = Path("semicompact-demo"),
     epochs: Annotated[int, typer.Option(help="Epochs per model (after 2 head-only epochs).")] = 10,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:

@@ -44,11 +44,14 @@ def evaluate_model(
     manifest.check_source(source)
     if list(manifest.classes) != list(card.classes):
         raise ConfigError(
-            f"the model's classes {card.classes} differ from the data's {manifest.classes}; evaluate on data with the same classes"
+            f"the model's classes {card.classes} differ from the data's {manifest.classes}; "
+            "evaluate on data with the same classes"
         )
     entries = [e for e in getattr(manifest, subset) if e[1] is not None]
     dm = SemiCompactDataModule(source, manifest, image_size=card.image_size, batch_size=batch_size)
-    probs, targets = predict_loader(model, dm.loader_for(entries), "cuda" if torch.cuda.is_available() else "cpu")
+    probs, targets = predict_loader(
+        model, dm.loader_for(entries), "cuda" if torch.cuda.is_available() else "cpu"
+    )
     metrics = classification_metrics(probs, targets, card.classes) if len(targets) else {"n": 0}
     if out:
         write_json(out, metrics)

@@ -20,9 +20,7 @@ from torchmetrics.functional.classification import (
 )
 
 
-def classification_metrics(
-    probs: torch.Tensor, targets: torch.Tensor, classes: list[str]
-) -> dict[str, Any]:
+def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
     """All metrics for ``probs`` (N, C) against integer ``targets`` (N,)."""
     probs = probs.detach().float().cpu()
     targets = targets.detach().long().cpu()

@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ..io import write_bytes  # noqa: E402
+from ..io import write_bytes
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:
@@ -77,8 +77,15 @@ def plot_confusion_matrix(
     image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=8,
-                    color="white" if norm[i][j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i][j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i][j] > 0.5 else "black",
+            )
     ax.set_xticks(range(k), classes, rotation=45, ha="right")
     ax.set_yticks(range(k), classes)
     ax.set_xlabel("predicted")

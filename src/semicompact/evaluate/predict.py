@@ -90,7 +90,9 @@ def predict_files(
             writer.writerow([str(path), card.classes[pred], f"{row[pred]:.6f}", *[f"{p:.6f}" for p in row]])
             rows += 1
     if rows == 0:
-        raise DataError(f"none of the {len(paths)} image(s) could be read; first problem: {failed[0][0]}: {failed[0][1]}")
+        raise DataError(
+            f"none of the {len(paths)} image(s) could be read; first problem: {failed[0][0]}: {failed[0][1]}"
+        )
     with atomic_open(out, "w") as fh:
         fh.write(buffer.getvalue())
     return rows, failed

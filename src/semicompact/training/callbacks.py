@@ -133,13 +133,15 @@ class TwoStageLRFinder(L.Callback):
         suggestion = trainer.strategy.broadcast(suggestion, src=0)
         if suggestion is None:
             rank_zero_warn(
-                f"--lr-find: the range test at epoch {epoch} diverged at once; keeping --lr. Give --lr yourself."
+                f"--lr-find: the range test at epoch {epoch} diverged at once; keeping --lr. "
+                "Give --lr yourself."
             )
             return
         self.found[epoch] = float(suggestion)
         optimizer = trainer.optimizers[0]
         rates = [
-            suggestion if g.get("name") == "head" else suggestion * self.body_lr_mult for g in optimizer.param_groups
+            suggestion if g.get("name") == "head" else suggestion * self.body_lr_mult
+            for g in optimizer.param_groups
         ]
         scheduler = trainer.lr_scheduler_configs[0].scheduler
         scheduler.base_lrs = list(rates)
@@ -181,7 +183,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, buffer)
         write_bytes(path, buffer.getvalue())
 
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = True) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = True
+    ) -> dict[str, Any]:
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 

@@ -71,7 +71,9 @@ class TrainConfig:
         for name in ("epochs", "head_epochs", "num_workers", "patience"):
             positive(name, 0)
         if self.epochs + self.head_epochs < 1:
-            raise ConfigError("--epochs and --head-epochs are both 0: nothing to train; set --epochs 1 or more")
+            raise ConfigError(
+                "--epochs and --head-epochs are both 0: nothing to train; set --epochs 1 or more"
+            )
         for name in ("test_fraction", "val_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:

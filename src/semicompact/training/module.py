@@ -61,7 +61,13 @@ class ClassifierModule(L.LightningModule):
             return None
         loss = self.training_loss(batch)
         self.log(
-            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch[0].shape[0]
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=batch[0].shape[0],
         )
         return loss
 

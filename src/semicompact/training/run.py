@@ -6,6 +6,7 @@ The run directory is the unit of work: everything a run writes goes there atomic
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -80,7 +81,8 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, TrainConfi
         return run_dir, TrainConfig.load(stored)
     if stored.exists():
         raise ConfigError(
-            f"output folder '{run_dir}' already holds a run; pass --resume to continue it or choose another --out"
+            f"output folder '{run_dir}' already holds a run; "
+            "pass --resume to continue it or choose another --out"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, config
@@ -168,10 +170,8 @@ def _trainer(
     version = _log_version(run_dir, resume)
     loggers: list[Any] = [CSVLogger(run_dir, name="logs", version=version)]
     if config.tensorboard:
-        try:
+        with contextlib.suppress(ModuleNotFoundError):  # tensorboard is optional
             loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=version))
-        except ModuleNotFoundError:
-            pass
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=config.devices,
@@ -285,12 +285,17 @@ def finish_run(
     }
     write_json(run_dir / "metrics.json", summary)
     if len(targets):
-        _write_predictions(run_dir / "test_predictions.csv", test_entries, skipped, probs, targets, card.classes)
+        _write_predictions(
+            run_dir / "test_predictions.csv", test_entries, skipped, probs, targets, card.classes
+        )
         plot_confusion_matrix(metrics["confusion_matrix"], card.classes, run_dir / "confusion_matrix.png")
     if (run_dir / "logs" / "metrics.csv").is_file():
         plot_learning_curves(run_dir / "logs", run_dir / "learning_curve.png", head_epochs=head_epochs)
     if skipped:
-        console.print(f"[yellow]{len(skipped)} unreadable image(s) skipped; listed in {run_dir / 'skipped_images.tsv'}[/]")
+        console.print(
+            f"[yellow]{len(skipped)} unreadable image(s) skipped; "
+            f"listed in {run_dir / 'skipped_images.tsv'}[/]"
+        )
     return RunResult(run_dir, summary)
 
 
