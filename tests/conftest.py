@@ -10,20 +10,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub in tests
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """``../shared`` beside the checkout (override with SEMICOMPACT_SHARED)."""
-    return Path(os.environ.get("SEMICOMPACT_SHARED", REPO.parent / "shared"))
-
-
-def require_shared(*parts: str) -> Path:
-    path = shared_dir().joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} is missing (see ../shared/data/README.md)")
-    return path
-
 
 @pytest.fixture(scope="session")
 def cells_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -1,0 +1,22 @@
+"""Where the real data lives: ``../shared`` beside the checkout (override with SEMICOMPACT_SHARED)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout (override with SEMICOMPACT_SHARED)."""
+    return Path(os.environ.get("SEMICOMPACT_SHARED", REPO.parent / "shared"))
+
+
+def require_shared(*parts: str) -> Path:
+    path = shared_dir().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is missing (see ../shared/data/README.md)")
+    return path
