@@ -216,3 +216,77 @@ def test_predict_folder_skips_corrupt_files(capsys, cli_run: Path, cells_dir: Pa
 def test_predict_missing_model(capsys, tmp_path: Path) -> None:
     text = _error(capsys, "predict", str(tmp_path / "nomodel"), str(tmp_path))
     assert "not found" in text
+
+
+def _folder(root: Path, layout: dict[str, dict[str, int]], source: Path) -> Path:
+    """A small image folder copied from the synthetic cells: {split: {class: n}}."""
+    pngs = sorted((source / "train").rglob("*.png"))
+    k = 0
+    for split, classes in layout.items():
+        for cls, n in classes.items():
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (root / split / cls / f"{i}.png").write_bytes(pngs[k % len(pngs)].read_bytes())
+                k += 1
+    return root
+
+
+@pytest.mark.parametrize(
+    ("layout", "extra", "expected"),
+    [
+        ({"train": {"a": 4, "b": 0}}, None, "empty"),
+        ({"train": {"a": 4}}, None, "at least 2"),
+        ({"train": {"a": 4, "b": 4}, "test": {"a": 2, "c": 2}}, None, "'c'"),
+        ({"train": {"a": 4, "b": 4}}, ("train/a/notes.txt", b"hello"), "notes.txt"),
+    ],
+    ids=["empty-class", "single-class", "test-class-not-in-train", "non-image-file"],
+)
+def test_bad_dataset_layouts_give_one_line(
+    capsys, tmp_path: Path, cells_dir: Path, layout, extra, expected
+) -> None:
+    root = _folder(tmp_path / "ds", layout, cells_dir)
+    if extra:
+        (root / extra[0]).write_bytes(extra[1])
+    text = _error(capsys, "split", str(root), "--out", str(tmp_path / "s.json"))
+    assert expected in text
+
+
+def test_npz_with_wrong_keys(capsys, tmp_path: Path) -> None:
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((4, 8, 8), np.uint8), labels=np.zeros((4, 1), np.uint8))
+    text = _error(capsys, "split", str(bad), "--out", str(tmp_path / "s.json"))
+    assert "bad.npz" in text and "train_images" in text
+
+
+def test_corrupt_training_image_is_skipped_counted_and_reported(
+    capsys, tmp_path: Path, cells_dir: Path
+) -> None:
+    """An unreadable image met while streaming does not stop training: it is skipped and listed."""
+    root = _folder(tmp_path / "ds", {"train": {"a": 20, "b": 20}, "test": {"a": 5, "b": 5}}, cells_dir)
+    (root / "train" / "a" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        str(root),
+        "--out",
+        str(out),
+        "--model",
+        "mobilenetv2_100",
+        "--small-input",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--n-labelled",
+        "30",
+        "--no-progress",
+        "--no-tensorboard",
+    )
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["skipped_images"] == 1
+    assert "train/a/3.png" in (out / "skipped_images.tsv").read_text()
+    assert "1 unreadable image(s) skipped" in " ".join(err.split())

@@ -224,23 +224,27 @@ def test_ddp_two_cpu_processes(cells_dir: Path, tmp_path: Path) -> None:
 
 
 def test_lr_finder_sets_rates_for_both_stages(cells_dir: Path, tmp_path: Path) -> None:
-    from semicompact.models import create_model
-
-    weights = tmp_path / "init.pth"
-    torch.save(create_model("mobilenetv2_100", num_classes=1000, small_input=True).net.state_dict(), weights)
-    # batch 8: 27 steps per epoch, enough points for the range test (it needs more than 11)
-    result = fit(
-        cfg(
-            cells_dir,
-            tmp_path / "lr",
-            pretrained=False,
-            weights=str(weights),
-            head_epochs=1,
-            epochs=1,
-            lr_find=True,
-            batch_size=8,
-        )
-    )
+    # batch 16: enough batches for the range test, which cycles the small loader
+    result = fit(cfg(cells_dir, tmp_path / "lr", head_epochs=1, epochs=1, lr_find=True, batch_size=16))
     found = result.metrics["lr_found"]
     assert set(found) == {"0", "1"}
-    assert all(1e-8 < v < 1 for v in found.values())
+    assert all(1e-6 < v < 0.1 for v in found.values()), found
+
+
+def test_lr_range_test_leaves_the_model_unchanged(cells_dir: Path) -> None:
+    from semicompact.data import SemiCompactDataModule, make_split, open_source
+    from semicompact.models import create_model
+    from semicompact.training import ClassifierModule
+    from semicompact.training.callbacks import lr_range_test
+
+    source = open_source(cells_dir)
+    manifest = make_split(source, seed=0)
+    module = ClassifierModule(
+        create_model("mobilenetv2_100", 4, pretrained=True, small_input=True), manifest.classes
+    )
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    loader = SemiCompactDataModule(source, manifest, image_size=32, batch_size=16).train_dataloader()
+    suggestion, rates, losses = lr_range_test(module, loader, steps=40)
+    assert all(torch.equal(before[k], v) for k, v in module.model.state_dict().items())
+    assert rates == sorted(rates) and len(rates) == len(losses) >= 10
+    assert suggestion == rates[losses.index(min(losses))] / 10
