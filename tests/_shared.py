@@ -20,3 +20,12 @@ def require_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is missing (see ../shared/data/README.md)")
     return path
+
+
+def train_args(data: Path, out: Path, *extra: str, epochs: int = 1, pretrained: bool = True) -> list[str]:
+    """``semicompact train`` arguments for a small, fast run on 32 px images (MobileNetV2, small input)."""
+    args = ["train", str(data), "--out", str(out), "--model", "mobilenetv2_100", "--small-input"]
+    args += ["--image-size", "32", "--epochs", str(epochs), "--no-progress", "--no-tensorboard"]
+    if pretrained:
+        args += ["--pretrained", "--head-epochs", "1"]
+    return [*args, *extra]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _shared import train_args
 
 from semicompact.cli.main import main
 
@@ -157,26 +158,7 @@ def test_usage_error_exits_2_without_traceback(tmp_path: Path) -> None:
 def cli_run(cells_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("clirun") / "run"
     with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                "train",
-                str(cells_dir),
-                "--out",
-                str(out),
-                "--model",
-                "mobilenetv2_100",
-                "--small-input",
-                "--image-size",
-                "32",
-                "--pretrained",
-                "--head-epochs",
-                "1",
-                "--epochs",
-                "1",
-                "--no-progress",
-                "--no-tensorboard",
-            ]
-        )
+        main(train_args(cells_dir, out))
     assert exc.value.code in (0, None)
     return out
 
@@ -267,24 +249,7 @@ def test_corrupt_training_image_is_skipped_counted_and_reported(
     root = _folder(tmp_path / "ds", {"train": {"a": 20, "b": 20}, "test": {"a": 5, "b": 5}}, cells_dir)
     (root / "train" / "a" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "run"
-    code, _, err = run_cli(
-        capsys,
-        "train",
-        str(root),
-        "--out",
-        str(out),
-        "--model",
-        "mobilenetv2_100",
-        "--small-input",
-        "--image-size",
-        "32",
-        "--epochs",
-        "1",
-        "--n-labelled",
-        "30",
-        "--no-progress",
-        "--no-tensorboard",
-    )
+    code, _, err = run_cli(capsys, *train_args(root, out, "--n-labelled", "30", pretrained=False))
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["skipped_images"] == 1

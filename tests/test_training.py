@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _shared import train_args
 
 from semicompact.artifacts import load_model
 from semicompact.errors import ConfigError
@@ -155,29 +156,8 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
-    return [
-        "train",
-        str(data),
-        "--out",
-        str(out),
-        "--model",
-        "mobilenetv2_100",
-        "--small-input",
-        "--image-size",
-        "32",
-        "--pretrained",
-        "--head-epochs",
-        "1",
-        "--epochs",
-        str(epochs - 1),
-        "--patience",
-        "20",
-        "--lr",
-        "0.003",
-        "--vflip",
-        "--no-progress",
-        "--no-tensorboard",
-    ]
+    """``epochs`` in all: one head-only epoch, then the rest with every layer."""
+    return train_args(data, out, "--patience", "20", "--lr", "0.003", "--vflip", epochs=epochs - 1)
 
 
 def test_resume_after_kill_9_matches_uninterrupted_run(cells_dir: Path, tmp_path: Path) -> None:
