@@ -111,7 +111,9 @@ def main() -> None:
         "# Supervised baselines (paper protocol: 75 labelled images per class)",
         "",
         f"Command: `.venv/bin/python {' '.join(sys.argv)}` (seed {args.seed}; epochs include the two"
-        " head-only epochs of the pretrained models; early stopping on validation macro-F1, patience 8)",
+        " head-only epochs of the pretrained models; early stopping on validation macro-F1, patience 8)."
+        " s/epoch is wall time of a training epoch on the 2-core machine, measured while other jobs ran:"
+        " a rough cost, not a speed comparison (bench/results/train_loop_efficiency.md is).",
         "",
         "| dataset | model | test macro-F1 | test F1 (paper) | accuracy | epochs run / max | s/epoch |",
         "|---|---|---|---|---|---|---|",
