@@ -255,3 +255,11 @@ def test_corrupt_training_image_is_skipped_counted_and_reported(
     assert metrics["skipped_images"] == 1
     assert "train/a/3.png" in (out / "skipped_images.tsv").read_text()
     assert "1 unreadable image(s) skipped" in " ".join(err.split())
+
+
+def test_truncated_model_file(capsys, cli_run: Path, tmp_path: Path) -> None:
+    data = (cli_run / "best.safetensors").read_bytes()
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(data[: len(data) // 2])
+    text = _error(capsys, "predict", str(broken), str(tmp_path))
+    assert "broken.safetensors" in text and "truncated" in text

@@ -10,8 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from .errors import ModelError
@@ -57,13 +56,10 @@ def load_model(path: str | Path) -> tuple[Classifier, ModelCard]:
         p = p / "best.safetensors"
     if not p.is_file():
         raise ModelError(f"model file '{p}' not found; give a run folder or its best.safetensors")
-    data = p.read_bytes()
     try:
-        from safetensors import safe_open
-
         with safe_open(str(p), framework="pt") as fh:
             meta = fh.metadata()
-        tensors = st_load(data)
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelError(
             f"'{p}' is not a valid safetensors model file ({err}); it may be truncated"
