@@ -216,7 +216,7 @@ def _folder(root: Path, layout: dict[str, dict[str, int]], source: Path) -> Path
 @pytest.mark.parametrize(
     ("layout", "extra", "expected"),
     [
-        ({"train": {"a": 4, "b": 0}}, None, "empty"),
+        ({"train": {"a": 4, "b": 0}}, None, "contains no images"),
         ({"train": {"a": 4}}, None, "at least 2"),
         ({"train": {"a": 4, "b": 4}, "test": {"a": 2, "c": 2}}, None, "'c'"),
         ({"train": {"a": 4, "b": 4}}, ("train/a/notes.txt", b"hello"), "notes.txt"),
