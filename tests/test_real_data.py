@@ -52,14 +52,14 @@ def test_pretrained_mobilenet_beats_chance_clearly_on_pneumoniamnist(tmp_path: P
         model="mobilenetv2_100",
         weights=str(weights),
         image_size=64,
-        head_epochs=1,
-        epochs=4,
+        head_epochs=2,
+        epochs=12,
         progress=False,
         tensorboard=False,
     )
     test = fit(config).metrics["test"]
     assert test["n"] == 624
-    assert test["macro_f1"] > 0.7  # chance is 0.5; the 30-epoch baseline is in bench/results/baselines
+    assert test["macro_f1"] > 0.75  # one-class guessing: 0.38; the 30-epoch baseline: 0.84
 
 
 def test_demo_runs_end_to_end_in_under_five_minutes(tmp_path: Path) -> None:
