@@ -304,7 +304,7 @@ def demo(
 ) -> None:
     """Run the whole job on the embedded synthetic cell dataset: split, teacher and compact student, evaluation, plots.
 
-    No download needed; about 3 minutes on 2 CPU cores.
+    No download needed; about 2 minutes on 2 CPU cores.
     """
     from ..demo import run_demo
 
