@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..artifacts import load_model
 from ..data import SemiCompactDataModule, SplitManifest, make_split, open_source
 from ..errors import ConfigError
 from ..io import write_json
 from .metrics import classification_metrics
-from .predict import predict_loader
+from .predict import inference_device, predict_loader
 
 SUBSETS = ("test", "val", "labelled", "unlabelled")
 
@@ -49,9 +47,7 @@ def evaluate_model(
         )
     entries = [e for e in getattr(manifest, subset) if e[1] is not None]
     dm = SemiCompactDataModule(source, manifest, image_size=card.image_size, batch_size=batch_size)
-    probs, targets = predict_loader(
-        model, dm.loader_for(entries), "cuda" if torch.cuda.is_available() else "cpu"
-    )
+    probs, targets = predict_loader(model, dm.loader_for(entries), inference_device())
     metrics = classification_metrics(probs, targets, card.classes) if len(targets) else {"n": 0}
     if out:
         write_json(out, metrics)

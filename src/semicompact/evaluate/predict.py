@@ -12,6 +12,17 @@ from ..data.images import IMAGE_EXTENSIONS
 from ..errors import DataError
 
 
+def inference_device() -> str:
+    """The device for evaluation and prediction: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prediction_cells(row: list[float], classes: list[str]) -> list[str]:
+    """CSV cells of one image's probabilities: predicted class, its confidence, every probability."""
+    pred = max(range(len(row)), key=row.__getitem__)
+    return [classes[pred], f"{row[pred]:.6f}", *[f"{p:.6f}" for p in row]]
+
+
 @torch.inference_mode()
 def predict_loader(
     model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu"
@@ -65,7 +76,7 @@ def predict_files(
 
     model, card = load_model(model_path)
     paths = expand_image_paths(inputs)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = inference_device()
     model = model.to(device)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -86,8 +97,7 @@ def predict_files(
         with torch.inference_mode():
             probs = torch.softmax(model(x).float(), dim=1).cpu()
         for path, row in zip(chunk, probs.tolist(), strict=True):
-            pred = max(range(len(row)), key=row.__getitem__)
-            writer.writerow([str(path), card.classes[pred], f"{row[pred]:.6f}", *[f"{p:.6f}" for p in row]])
+            writer.writerow([str(path), *prediction_cells(row, card.classes)])
             rows += 1
     if rows == 0:
         raise DataError(

@@ -28,7 +28,7 @@ from ..data import SemiCompactDataModule, SplitManifest, make_split, open_source
 from ..errors import ConfigError
 from ..evaluate.metrics import classification_metrics
 from ..evaluate.plots import plot_confusion_matrix, plot_learning_curves
-from ..evaluate.predict import predict_loader
+from ..evaluate.predict import inference_device, predict_loader, prediction_cells
 from ..io import atomic_open, write_json
 from ..models import Classifier, check_input_size, create_model
 from .callbacks import (
@@ -118,7 +118,7 @@ def build_model(config: TrainConfig, num_classes: int) -> Classifier:
     model = create_model(
         config.model,
         num_classes=num_classes,
-        pretrained=config.pretrained and not config.weights,
+        pretrained=config.pretrained,  # a local --weights file wins inside create_model
         weights=config.weights,
         small_input=config.small_input,
     )
@@ -264,7 +264,7 @@ def finish_run(
     )
     save_model(run_dir / "best.safetensors", model, card)
 
-    device = "cuda" if torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    device = inference_device() if config.accelerator in ("auto", "gpu", "cuda") else "cpu"
     test_entries = datamodule.manifest.test
     probs, targets = predict_loader(model, datamodule.test_dataloader(), device)
     metrics = classification_metrics(probs, targets, card.classes) if len(targets) else {"n": 0}
@@ -329,7 +329,6 @@ def _write_predictions(
     writer = csv.writer(buffer)
     writer.writerow(["image", "label", "prediction", "confidence", *[f"p_{c}" for c in classes]])
     for ref, target, row in zip(refs, targets.tolist(), probs.tolist(), strict=True):
-        pred = max(range(len(row)), key=row.__getitem__)
-        writer.writerow([ref, classes[target], classes[pred], f"{row[pred]:.6f}", *[f"{p:.6f}" for p in row]])
+        writer.writerow([ref, classes[target], *prediction_cells(row, classes)])
     with atomic_open(path, "w") as fh:
         fh.write(buffer.getvalue())
