@@ -311,6 +311,26 @@ def demo(
     run_demo(out_dir, epochs=epochs, seed=seed, console=out)
 
 
+# Commands of the later pipeline stages live in their own modules, each with ``register(app)``.
+_COMMAND_MODULES = ("ssl", "compress", "export", "profile", "bench", "report")
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as missing:
+            if missing.name == f"{__package__}.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2.
 

@@ -332,3 +332,35 @@ def _write_predictions(
         writer.writerow([ref, classes[target], *prediction_cells(row, classes)])
     with atomic_open(path, "w") as fh:
         fh.write(buffer.getvalue())
+
+
+def load_run_data(
+    run_dir: str | Path, batch_size: int | None = None, augment: str | None = None
+) -> SemiCompactDataModule:
+    """The data module a finished run trained on (its source, split and training entries).
+
+    Semi-supervised runs store their extra (pseudo-labelled) training entries in
+    ``train_entries.json``; they are used in place of the labelled list, so that anything built on
+    the run (compression fine-tuning, distillation) sees the same training data.
+    """
+    import json
+
+    root = Path(run_dir)
+    if not (root / "config.json").is_file() or not (root / "split.json").is_file():
+        raise ConfigError(f"'{root}' is not a semicompact run folder (no config.json / split.json)")
+    config = TrainConfig.load(root / "config.json")
+    source = open_source(config.data, unlabelled=config.unlabelled, class_names=config.class_names)
+    manifest = SplitManifest.load(root / "split.json")
+    extra = root / "train_entries.json"
+    if extra.is_file():
+        manifest.labelled = [list(e) for e in json.loads(extra.read_text(encoding="utf-8"))]
+    return SemiCompactDataModule(
+        source,
+        manifest,
+        image_size=config.image_size,
+        batch_size=batch_size or config.batch_size,
+        num_workers=config.num_workers,
+        augment=augment or config.augment,
+        vflip=config.vflip,
+        seed=config.seed,
+    )
