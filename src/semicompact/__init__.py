@@ -26,6 +26,14 @@ _LAZY = {
     "predict_files": "semicompact.evaluate.predict",
     "classification_metrics": "semicompact.evaluate.metrics",
     "run_demo": "semicompact.demo",
+    "run_method": "semicompact.methods",
+    "list_methods": "semicompact.methods",
+    "plainDistillation": "semicompact.methods.compat",
+    "dataDistillation": "semicompact.methods.compat",
+    "modelDistillation": "semicompact.methods.compat",
+    "modelDataDistillation": "semicompact.methods.compat",
+    "FixMatch": "semicompact.methods.compat",
+    "MixMatch": "semicompact.methods.compat",
 }
 
 __all__ = sorted(_LAZY)

@@ -138,13 +138,29 @@ def train(
 
       semicompact train --resume --out runs/blood bloodmnist.npz
     """
-    from ..training import TrainConfig, fit
+    run_training(ctx, config, out_dir, resume)
 
-    given = {k: v for k, v in ctx.params.items() if k not in ("ctx", "config", "resume", "out_dir")}
+
+_NOT_TRAIN_OPTIONS = ("ctx", "config", "resume", "out_dir", "method", "option")
+
+
+def run_training(
+    ctx: typer.Context,
+    config: Path | None,
+    out_dir: Path,
+    resume: bool,
+    method: str = "supervised",
+    options: dict[str, Any] | None = None,
+) -> None:
+    """The body of `train` and `ssl`: options from --config and the command line, then the method."""
+    from ..methods import run_method
+    from ..training import TrainConfig
+
+    given = {k: v for k, v in ctx.params.items() if k not in _NOT_TRAIN_OPTIONS}
     given = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items()}
     values = _train_options(ctx, config, given)
     values["out"] = str(out_dir)
-    result = fit(TrainConfig.from_dict(values), resume=resume)
+    result = run_method(method, TrainConfig.from_dict(values), options or {}, resume=resume)
     if result.metrics:
         _print_result(result.metrics)
 
@@ -156,6 +172,8 @@ def _print_result(summary: dict[str, Any]) -> None:
             f"test: macro-F1 {test['macro_f1']:.4f}  F1 {test['f1']:.4f}  accuracy {test['accuracy']:.4f}"
             f"  (n={test['n']})"
         )
+    if summary.get("collapse"):
+        err.print(f"[bold red]warning: this run collapsed: {summary['collapse']}[/]")
     out.print(f"outputs in {summary['run_dir']}")
 
 

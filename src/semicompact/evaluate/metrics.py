@@ -67,3 +67,36 @@ def _roc_auc(probs: torch.Tensor, targets: torch.Tensor, k: int) -> float | None
         return None
     auc = multiclass_auroc(probs, targets, k, average=None)
     return float(auc[present].mean())
+
+
+def chance_macro_f1(support: list[int]) -> float:
+    """Expected macro-F1 of the better of two no-skill predictors on a test set with ``support``.
+
+    A uniform random guess scores ``2 p_c / (k p_c + 1)`` on class c (precision p_c, recall 1/k);
+    always predicting the majority class scores ``2 p_max / (1 + p_max) / k``.
+    """
+    n, k = sum(support), len(support)
+    if n == 0 or k == 0:
+        return 0.0
+    priors = [s / n for s in support]
+    uniform = sum(2 * p / (k * p + 1) for p in priors) / k
+    majority = 2 * max(priors) / (1 + max(priors)) / k
+    return max(uniform, majority)
+
+
+def collapse_check(metrics: dict[str, Any], margin: float = 0.02) -> str | None:
+    """Why a run has collapsed (all one class, or no better than chance), or None if it has not.
+
+    FixMatch and MixMatch in the seed library silently reached F1 = 0 on several datasets; the run
+    summary and the report carry this reason so that such a result can never pass unnoticed.
+    """
+    if not metrics.get("n"):
+        return None
+    k = len(metrics["classes"])
+    if k > 1 and metrics.get("predicted_classes") == 1:
+        return "every test image is predicted as one class"
+    support = [metrics["per_class"][c]["support"] for c in metrics["classes"]]
+    chance = chance_macro_f1(support)
+    if metrics["macro_f1"] <= chance + margin:
+        return f"macro-F1 {metrics['macro_f1']:.3f} is at chance level ({chance:.3f})"
+    return None

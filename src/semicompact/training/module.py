@@ -56,8 +56,13 @@ class ClassifierModule(L.LightningModule):
         return self.criterion(self(x), y)
 
     # ---- Lightning steps ---------------------------------------------------------------------
+    def labelled_batch_size(self, batch: Any) -> int:
+        """Images in the labelled part of ``batch`` (methods with a dict batch override this)."""
+        return int(batch[0].shape[0])
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
-        if batch[0].shape[0] == 0:  # every image of the batch was unreadable and skipped
+        size = self.labelled_batch_size(batch)
+        if size == 0:  # every image of the batch was unreadable and skipped
             return None
         loss = self.training_loss(batch)
         self.log(
@@ -67,7 +72,7 @@ class ClassifierModule(L.LightningModule):
             on_epoch=True,
             prog_bar=True,
             sync_dist=True,
-            batch_size=batch[0].shape[0],
+            batch_size=size,
         )
         return loss
 

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from rich.console import Console
 from ..artifacts import ModelCard, save_model
 from ..data import SemiCompactDataModule, SplitManifest, make_split, open_source
 from ..errors import ConfigError
-from ..evaluate.metrics import classification_metrics
+from ..evaluate.metrics import classification_metrics, collapse_check
 from ..evaluate.plots import plot_confusion_matrix, plot_learning_curves
 from ..evaluate.predict import inference_device, predict_loader, prediction_cells
 from ..io import atomic_open, write_json
@@ -56,6 +57,24 @@ for _name in ("lightning.pytorch", "lightning.fabric"):
     for _handler in logging.getLogger(_name).handlers:
         _handler.addFilter(_NoAdverts())
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+
+
+@dataclass
+class FitHooks:
+    """How a training method changes a plain supervised run, without touching the engine.
+
+    ``module_factory(model, classes, datamodule, **common)`` builds the LightningModule (a
+    :class:`ClassifierModule` subclass); ``datamodule_factory(**kwargs)`` the data module;
+    ``train_entries`` replaces the labelled list (e.g. labelled + pseudo-labelled images) and is
+    stored as ``train_entries.json``; ``callbacks`` are added to the trainer; ``summary`` is merged
+    into ``metrics.json``.
+    """
+
+    module_factory: Callable[..., ClassifierModule] | None = None
+    datamodule_factory: Callable[..., SemiCompactDataModule] | None = None
+    train_entries: list[list[Any]] | None = None
+    callbacks: list[L.Callback] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,7 +156,12 @@ def _log_version(run_dir: Path, resume: bool) -> str:
 
 
 def _trainer(
-    config: TrainConfig, run_dir: Path, head_epochs: int, body_lr_mult: float, resume: bool = False
+    config: TrainConfig,
+    run_dir: Path,
+    head_epochs: int,
+    body_lr_mult: float,
+    resume: bool = False,
+    extra_callbacks: list[L.Callback] | None = None,
 ) -> tuple[L.Trainer, EpochTimer]:
     accelerator = config.accelerator
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
@@ -164,6 +188,7 @@ def _trainer(
             enable_version_counter=False,
         ),
     ]
+    callbacks += list(extra_callbacks or [])
     interactive = config.progress and sys.stderr.isatty()
     if interactive:
         callbacks.append(RichProgressBar())
@@ -192,8 +217,9 @@ def _trainer(
     return trainer, timer
 
 
-def fit(config: TrainConfig, resume: bool = False) -> RunResult:
+def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None) -> RunResult:
     """Train and evaluate one model as configured; returns the run folder and its test metrics."""
+    hooks = hooks or FitHooks()
     run_dir, config = prepare_run_dir(config, resume)
     L.seed_everything(config.seed, workers=True, verbose=False)
     source = open_source(config.data, unlabelled=config.unlabelled, class_names=config.class_names)
@@ -202,13 +228,18 @@ def fit(config: TrainConfig, resume: bool = False) -> RunResult:
     if not is_worker_process():
         write_json(run_dir / "config.json", config.to_dict())
 
+    if hooks.train_entries is not None:
+        manifest.labelled = [list(e) for e in hooks.train_entries]
+        if not is_worker_process():
+            write_json(run_dir / "train_entries.json", manifest.labelled)
+
     model = build_model(config, len(classes))
     two_stage = transfer_learning(config)
     head_epochs = config.head_epochs if two_stage else 0
     body_lr_mult = 0.1 if two_stage else 1.0
-    datamodule = SemiCompactDataModule(
-        source,
-        manifest,
+    datamodule = (hooks.datamodule_factory or SemiCompactDataModule)(
+        source=source,
+        manifest=manifest,
         image_size=config.image_size,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
@@ -217,9 +248,10 @@ def fit(config: TrainConfig, resume: bool = False) -> RunResult:
         vflip=config.vflip,
         seed=config.seed,
     )
-    module = ClassifierModule(
+    module = (hooks.module_factory or _supervised_module)(
         model,
         classes,
+        datamodule,
         lr=config.lr,
         weight_decay=config.weight_decay,
         head_epochs=head_epochs,
@@ -228,7 +260,9 @@ def fit(config: TrainConfig, resume: bool = False) -> RunResult:
         class_weights=datamodule.class_weights() if config.class_weights else None,
         label_smoothing=config.label_smoothing,
     )
-    trainer, timer = _trainer(config, run_dir, head_epochs, body_lr_mult, resume=resume)
+    trainer, timer = _trainer(
+        config, run_dir, head_epochs, body_lr_mult, resume=resume, extra_callbacks=hooks.callbacks
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if resume and ckpt_path is None:
@@ -236,7 +270,13 @@ def fit(config: TrainConfig, resume: bool = False) -> RunResult:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not trainer.is_global_zero:
         return RunResult(run_dir)
-    return finish_run(config, run_dir, trainer, module, datamodule, timer, head_epochs)
+    return finish_run(config, run_dir, trainer, module, datamodule, timer, head_epochs, hooks.summary)
+
+
+def _supervised_module(
+    model: Classifier, classes: list[str], datamodule: Any, **kwargs: Any
+) -> ClassifierModule:
+    return ClassifierModule(model, classes, **kwargs)
 
 
 def finish_run(
@@ -247,6 +287,7 @@ def finish_run(
     datamodule: SemiCompactDataModule,
     timer: EpochTimer,
     head_epochs: int,
+    extra_summary: dict[str, Any] | None = None,
 ) -> RunResult:
     """Load the best weights, evaluate on the test split and write every artefact of the run."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -282,6 +323,8 @@ def finish_run(
         "skipped_images": len(skipped),
         "lr_found": _lr_found(trainer),
         "test": metrics,
+        "collapse": collapse_check(metrics),
+        **(extra_summary or {}),
     }
     write_json(run_dir / "metrics.json", summary)
     if len(targets):
@@ -291,6 +334,8 @@ def finish_run(
         plot_confusion_matrix(metrics["confusion_matrix"], card.classes, run_dir / "confusion_matrix.png")
     if (run_dir / "logs" / "metrics.csv").is_file():
         plot_learning_curves(run_dir / "logs", run_dir / "learning_curve.png", head_epochs=head_epochs)
+    if summary["collapse"]:
+        console.print(f"[bold red]COLLAPSED RUN {run_dir}: {summary['collapse']}[/]")
     if skipped:
         console.print(
             f"[yellow]{len(skipped)} unreadable image(s) skipped; "

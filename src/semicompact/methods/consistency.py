@@ -1,0 +1,83 @@
+"""Shared pieces of the methods that train on labelled and unlabelled batches at once.
+
+:class:`LabelledUnlabelledDataModule` pairs each labelled batch with ``mu`` times as many unlabelled
+images (a Lightning ``CombinedLoader``); :class:`EMA` evaluates and checkpoints an exponential moving
+average of the weights (Lightning's weight averaging, with the usual warm-up so short runs are not
+dominated by the random initial head).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.utilities import CombinedLoader
+
+from ..data import SemiCompactDataModule
+from ..errors import DataError
+from ..training.module import ClassifierModule
+from .pseudo import subsample_pool
+
+
+class LabelledUnlabelledDataModule(SemiCompactDataModule):
+    """Training batches are ``{"x": (images, labels), "u": (images, -1)}``; one epoch = one labelled pass.
+
+    Labelled images get the run's standard augmentation; unlabelled images arrive as float [0, 1]
+    and the method makes its own weak / strong views of them.
+    """
+
+    def __init__(self, *args: Any, mu: int = 7, max_unlabelled: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unlabelled_batch_size = max(1, int(mu) * self.batch_size)
+        self.pool = subsample_pool(self.manifest.unlabelled, max_unlabelled, self.seed)
+
+    def train_dataloader(self) -> Any:
+        labelled = super().train_dataloader()
+        if not self.pool:
+            raise DataError(
+                f"no unlabelled images in the split of '{self.source.root}': "
+                "put them in unlabelled/ or pass --unlabelled DIR"
+            )
+        unlabelled = self._loader(self.pool, self.unlabelled_batch_size, True, True, "unlabelled")
+        if len(unlabelled) == 0:  # fewer unlabelled images than one batch: keep the partial one
+            unlabelled = self._loader(self.pool, self.unlabelled_batch_size, True, False, "unlabelled")
+        mode = "min_size" if len(unlabelled) >= len(labelled) else "max_size_cycle"
+        return CombinedLoader({"x": labelled, "u": unlabelled}, mode=mode)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "u" in batch:
+            images, labels = batch["u"]
+            unlabelled = (images.float().div_(255.0) if images.dtype == torch.uint8 else images, labels)
+            return {"x": super().on_after_batch_transfer(batch["x"], dataloader_idx), "u": unlabelled}
+        return super().on_after_batch_transfer(batch, dataloader_idx)
+
+
+class SemiSupervisedModule(ClassifierModule):
+    """Base of the methods whose training batch is ``{"x": labelled, "u": unlabelled}``."""
+
+    def labelled_batch_size(self, batch: Any) -> int:
+        return int(batch["x"][0].shape[0]) if isinstance(batch, dict) else super().labelled_batch_size(batch)
+
+    def progress(self) -> float:
+        """Fraction of the training steps done (for ramp-ups)."""
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        return min(1.0, self.global_step / total)
+
+
+def _ema_with_warmup(decay: float) -> Any:
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+        return averaged * d + current * (1.0 - d)
+
+    return average
+
+
+class EMA(WeightAveraging):
+    """EMA of the weights after every optimiser step; validation, checkpoints and the saved model use it."""
+
+    def __init__(self, decay: float = 0.999) -> None:
+        super().__init__(use_buffers=True, avg_fn=_ema_with_warmup(decay))
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None

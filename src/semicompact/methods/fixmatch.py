@@ -1,0 +1,78 @@
+"""FixMatch (Sohn et al. 2020): confident predictions on a weak view supervise a strong view."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar
+
+import torch
+from torch.nn import functional as F
+
+from ..data.ssl_augment import strong_augment, weak_augment
+from ..training.config import TrainConfig
+from ..training.run import FitHooks, RunResult, fit
+from ._options import number
+from .base import Method, register_method
+from .consistency import EMA, LabelledUnlabelledDataModule, SemiSupervisedModule
+from .self_training import start_run
+
+
+class FixMatchModule(SemiSupervisedModule):
+    def __init__(
+        self, *args: Any, threshold: float = 0.95, lambda_u: float = 1.0, vflip: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.threshold, self.lambda_u = threshold, lambda_u
+        self.weak = weak_augment(vflip=vflip)
+        self.strong = strong_augment(vflip=vflip)
+
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        (xl, yl), (xu, _) = batch["x"], batch["u"]
+        n, m = xl.shape[0], xu.shape[0]
+        with torch.no_grad():
+            weak, strong = self.weak(xu), self.strong(xu)
+        logits = self(torch.cat([xl, weak, strong]))
+        supervised = self.criterion(logits[:n], yl)
+        if m == 0:
+            return supervised
+        weak_logits, strong_logits = logits[n : n + m], logits[n + m :]
+        confidence, pseudo = weak_logits.detach().softmax(dim=1).max(dim=1)
+        mask = (confidence >= self.threshold).float()
+        unsupervised = (F.cross_entropy(strong_logits, pseudo, reduction="none") * mask).mean()
+        self.log("train/mask_rate", mask.mean(), on_step=False, on_epoch=True, batch_size=m)
+        self.log("train/loss_u", unsupervised, on_step=False, on_epoch=True, batch_size=m)
+        return supervised + self.lambda_u * unsupervised
+
+
+@register_method("fixmatch")
+class FixMatch(Method):
+    summary = "FixMatch: weak-view pseudo-labels above a threshold supervise strong views; EMA model"
+    options: ClassVar[dict[str, Any]] = {
+        "threshold": 0.95,
+        "mu": 7,
+        "lambda_u": 1.0,
+        "ema": 0.999,
+        "max_unlabelled": None,
+    }
+
+    def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
+        c = self.config
+        number(c, "threshold", 0.0, 1.0, self.name)
+        number(c, "ema", 0.0, 1.0, self.name)
+        number(c, "mu", 1, 64, self.name)
+        run_dir, train, _ = start_run(self, train, resume)
+        hooks = FitHooks(
+            module_factory=functools.partial(
+                _module, threshold=float(c["threshold"]), lambda_u=float(c["lambda_u"]), vflip=train.vflip
+            ),
+            datamodule_factory=functools.partial(
+                LabelledUnlabelledDataModule, mu=int(c["mu"]), max_unlabelled=c["max_unlabelled"]
+            ),
+            callbacks=[EMA(float(c["ema"]))] if float(c["ema"]) > 0 else [],
+            summary={"method": self.name, "options": dict(c)},
+        )
+        return fit(train, resume=resume and (run_dir / "config.json").is_file(), hooks=hooks)
+
+
+def _module(model: Any, classes: list[str], datamodule: Any, **kwargs: Any) -> FixMatchModule:
+    return FixMatchModule(model, classes, **kwargs)

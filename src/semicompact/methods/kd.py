@@ -1,0 +1,126 @@
+"""Knowledge distillation (Hinton et al. 2015): the student matches the teachers' softened outputs.
+
+Teachers are trained once on the labelled images (and cached, like the self-training teachers); the
+soft-target loss runs on the labelled batch and, with ``unlabelled=true``, also on the unlabelled pool.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..compress.finetune import soft_target_loss
+from ..training.config import TrainConfig
+from ..training.run import FitHooks, RunResult, fit
+from ._options import as_list, number
+from .base import Method, register_method
+from .consistency import LabelledUnlabelledDataModule, SemiSupervisedModule
+from .self_training import start_run, teacher_cache
+from .teachers import load_teachers, train_teachers
+
+
+class DistillationModule(SemiSupervisedModule):
+    """(1 - alpha) CE(labels) + alpha T^2 KL(mean teacher_T || student_T)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        teachers: list[tuple[nn.Module, int]],
+        temperature: float = 4.0,
+        alpha: float = 0.7,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.teachers = nn.ModuleList([t for t, _ in teachers])
+        self.teacher_sizes = [s for _, s in teachers]
+        for p in self.teachers.parameters():
+            p.requires_grad_(False)
+        self.temperature, self.alpha = temperature, alpha
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        super().train(mode)
+        self.teachers.eval()  # teachers always predict with their running statistics
+        return self
+
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Log of the mean teacher distribution at temperature T, times T (so softmax(./T) gives it back)."""
+        t = self.temperature
+        probs = []
+        for teacher, size in zip(self.teachers, self.teacher_sizes, strict=True):
+            xi = (
+                x
+                if x.shape[-1] == size
+                else F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+            )
+            probs.append((teacher(xi) / t).softmax(dim=1))
+        return torch.stack(probs).mean(dim=0).clamp_min(1e-8).log() * t
+
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        if isinstance(batch, dict):
+            (xl, yl), (xu, _) = batch["x"], batch["u"]
+        else:
+            (xl, yl), xu = batch, None
+        x = xl if xu is None or xu.shape[0] == 0 else torch.cat([xl, xu])
+        logits = self(x)
+        n = xl.shape[0]
+        hard = self.criterion(logits[:n], yl)
+        soft = soft_target_loss(logits, self.teacher_logits(x), self.temperature)
+        return (1 - self.alpha) * hard + self.alpha * soft
+
+
+@register_method("kd")
+class KnowledgeDistillation(Method):
+    summary = "Hinton soft-target distillation from one or more teachers (optionally on unlabelled images)"
+    options: ClassVar[dict[str, Any]] = {
+        "teachers": ["resnet50"],
+        "teacher_weights": None,
+        "teacher_pretrained": True,
+        "teacher_epochs": None,
+        "teacher_image_size": None,
+        "teacher_cache": None,
+        "temperature": 4.0,
+        "alpha": 0.7,
+        "unlabelled": False,
+        "mu": 1,
+        "max_unlabelled": None,
+    }
+
+    def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
+        c = self.config
+        number(c, "temperature", 0.1, 100.0, self.name)
+        number(c, "alpha", 0.0, 1.0, self.name)
+        number(c, "mu", 1, 64, self.name)
+        run_dir, train, split = start_run(self, train, resume)
+        dirs = train_teachers(
+            train,
+            [str(n) for n in as_list(c["teachers"])],
+            split,
+            teacher_cache(run_dir, c["teacher_cache"]),
+            weights=as_list(c["teacher_weights"]) or None,
+            pretrained=bool(c["teacher_pretrained"]),
+            epochs=c["teacher_epochs"],
+            image_size=c["teacher_image_size"],
+        )
+        hooks = FitHooks(
+            module_factory=functools.partial(
+                _module,
+                teachers=load_teachers(dirs),
+                temperature=float(c["temperature"]),
+                alpha=float(c["alpha"]),
+            ),
+            summary={"method": self.name, "options": dict(c), "teachers": [str(d) for d in dirs]},
+        )
+        if c["unlabelled"]:
+            hooks.datamodule_factory = functools.partial(
+                LabelledUnlabelledDataModule, mu=int(c["mu"]), max_unlabelled=c["max_unlabelled"]
+            )
+        return fit(train, resume=resume and (run_dir / "config.json").is_file(), hooks=hooks)
+
+
+def _module(model: Any, classes: list[str], datamodule: Any, **kwargs: Any) -> DistillationModule:
+    return DistillationModule(model, classes, **kwargs)

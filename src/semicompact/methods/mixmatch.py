@@ -1,0 +1,110 @@
+"""MixMatch (Berthelot et al. 2019): sharpened K-view guesses, MixUp of labelled and unlabelled, ramped L2."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar
+
+import torch
+from torch.nn import functional as F
+
+from ..data.ssl_augment import weak_augment
+from ..training.config import TrainConfig
+from ..training.run import FitHooks, RunResult, fit
+from ._options import number
+from .base import Method, register_method
+from .consistency import EMA, LabelledUnlabelledDataModule, SemiSupervisedModule
+from .self_training import start_run
+
+
+def sharpen(p: torch.Tensor, t: float) -> torch.Tensor:
+    """Lower the entropy of a distribution: p^(1/T), renormalised."""
+    q = p.pow(1.0 / t)
+    return q / q.sum(dim=1, keepdim=True)
+
+
+class MixMatchModule(SemiSupervisedModule):
+    def __init__(
+        self,
+        *args: Any,
+        k: int = 2,
+        temperature: float = 0.5,
+        alpha: float = 0.75,
+        lambda_u: float = 75.0,
+        rampup: float = 0.4,
+        vflip: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.k, self.t, self.alpha, self.lambda_u, self.rampup = k, temperature, alpha, lambda_u, rampup
+        self.weak = weak_augment(vflip=vflip)
+        self.beta = torch.distributions.Beta(alpha, alpha)
+
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        (xl, yl), (xu, _) = batch["x"], batch["u"]
+        n, m, c = xl.shape[0], xu.shape[0], len(self.classes)
+        if m == 0:
+            return self.criterion(self(xl), yl)
+        with torch.no_grad():
+            views = [self.weak(xu) for _ in range(self.k)]
+            guess = torch.stack([self(v).softmax(dim=1) for v in views]).mean(dim=0)
+            guess = sharpen(guess, self.t)
+        inputs = torch.cat([xl, *views])
+        targets = torch.cat([F.one_hot(yl, c).float(), guess.repeat(self.k, 1)])
+        lam = float(self.beta.sample())
+        lam = max(lam, 1.0 - lam)  # the mix stays closer to its first input (the paper's lambda')
+        order = torch.randperm(inputs.shape[0], device=inputs.device)
+        mixed = lam * inputs + (1 - lam) * inputs[order]
+        mixed_targets = lam * targets + (1 - lam) * targets[order]
+        logits = self(mixed)
+        loss_x = -(mixed_targets[:n] * logits[:n].log_softmax(dim=1)).sum(dim=1).mean()
+        loss_u = F.mse_loss(logits[n:].softmax(dim=1), mixed_targets[n:])
+        weight = self.lambda_u * min(1.0, self.progress() / self.rampup) if self.rampup > 0 else self.lambda_u
+        self.log("train/loss_u", loss_u, on_step=False, on_epoch=True, batch_size=m)
+        return loss_x + weight * loss_u
+
+
+@register_method("mixmatch")
+class MixMatch(Method):
+    summary = "MixMatch: K weak views, sharpening, MixUp, ramped-up L2 loss on unlabelled images; EMA model"
+    options: ClassVar[dict[str, Any]] = {
+        "k": 2,
+        "temperature": 0.5,
+        "alpha": 0.75,
+        "lambda_u": 75.0,
+        "rampup": 0.4,
+        "mu": 1,
+        "ema": 0.999,
+        "max_unlabelled": None,
+    }
+
+    def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
+        c = self.config
+        number(c, "temperature", 1e-3, 10.0, self.name)
+        number(c, "alpha", 1e-3, 100.0, self.name)
+        number(c, "rampup", 0.0, 1.0, self.name)
+        number(c, "k", 1, 16, self.name)
+        number(c, "mu", 1, 64, self.name)
+        number(c, "ema", 0.0, 1.0, self.name)
+        run_dir, train, _ = start_run(self, train, resume)
+        hooks = FitHooks(
+            module_factory=functools.partial(
+                _module,
+                k=int(c["k"]),
+                temperature=float(c["temperature"]),
+                alpha=float(c["alpha"]),
+                lambda_u=float(c["lambda_u"]),
+                rampup=float(c["rampup"]),
+                vflip=train.vflip,
+            ),
+            datamodule_factory=functools.partial(
+                LabelledUnlabelledDataModule, mu=int(c["mu"]), max_unlabelled=c["max_unlabelled"]
+            ),
+            callbacks=[EMA(float(c["ema"]))] if float(c["ema"]) > 0 else [],
+            summary={"method": self.name, "options": dict(c)},
+        )
+        return fit(train, resume=resume and (run_dir / "config.json").is_file(), hooks=hooks)
+
+
+def _module(model: Any, classes: list[str], datamodule: Any, **kwargs: Any) -> MixMatchModule:
+    return MixMatchModule(model, classes, **kwargs)

@@ -1,0 +1,188 @@
+"""Pseudo-labelling: ensembles of teachers x test-time transforms over the unlabelled pool.
+
+Batched on the device and streamed: each batch of the pool is read once per teacher, every
+transform of the batch goes through the network in a single forward pass, and the class
+probabilities are averaged over teachers and views (the paper's ensembling by mean probability).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import SemiCompactDataModule
+from ..data.datasets import read_skip_log
+from ..io import atomic_open, write_json
+from ..models import Classifier
+
+
+@dataclass
+class PseudoLabels:
+    """Mean class probabilities for each image of the pool (``true`` is None where unknown)."""
+
+    refs: list[str]
+    probs: torch.Tensor  # (N, k)
+    true: list[int | None]
+    classes: list[str]
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        return self.probs.max(dim=1).values
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.probs.argmax(dim=1)
+
+    def select(self, threshold: float, balance: bool = False) -> list[int]:
+        """Indices of the images kept: confidence >= threshold, optionally class-balanced.
+
+        Balanced selection caps each class at the median per-class count of the confident images,
+        keeping the most confident ones, so that an easy majority class cannot swamp the student
+        while rare classes keep every confident image they have.
+        """
+        conf, labels = self.confidence, self.labels
+        keep = [i for i in range(len(self.refs)) if float(conf[i]) >= threshold]
+        if not balance or not keep:
+            return keep
+        by_class: dict[int, list[int]] = {}
+        for i in keep:
+            by_class.setdefault(int(labels[i]), []).append(i)
+        counts = sorted(len(v) for v in by_class.values())
+        cap = counts[len(counts) // 2]
+        chosen: list[int] = []
+        for members in by_class.values():
+            members.sort(key=lambda i: -float(conf[i]))
+            chosen += members[:cap]
+        return sorted(chosen)
+
+    def summary(self, selected: list[int], threshold: float) -> dict[str, Any]:
+        """Counts per class and, where the true labels are known, the accuracy of the pseudo-labels."""
+        labels = self.labels.tolist()
+        per_class = Counter(self.classes[labels[i]] for i in selected)
+        known = [i for i in selected if self.true[i] is not None and self.true[i] >= 0]
+        known_all = [i for i in range(len(self.refs)) if self.true[i] is not None and self.true[i] >= 0]
+
+        def accuracy(idx: list[int]) -> float | None:
+            return sum(labels[i] == self.true[i] for i in idx) / len(idx) if idx else None
+
+        return {
+            "pool": len(self.refs),
+            "threshold": threshold,
+            "selected": len(selected),
+            "selected_per_class": {c: per_class.get(c, 0) for c in self.classes},
+            "accuracy_selected": accuracy(known),
+            "accuracy_all": accuracy(known_all),
+            "true_labels_known": len(known_all),
+        }
+
+    def write(self, path: Path, selected: list[int]) -> None:
+        """image, class, confidence, selected, true class (if known), atomically."""
+        chosen = set(selected)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["image", "class", "confidence", "selected", "true_class"])
+        labels, conf = self.labels.tolist(), self.confidence.tolist()
+        for i, ref in enumerate(self.refs):
+            true = self.true[i]
+            writer.writerow(
+                [
+                    ref,
+                    self.classes[labels[i]],
+                    f"{conf[i]:.6f}",
+                    int(i in chosen),
+                    self.classes[true] if true is not None and true >= 0 else "",
+                ]
+            )
+        with atomic_open(path, "w") as fh:
+            fh.write(buffer.getvalue())
+
+
+def subsample_pool(entries: list[list[Any]], limit: int | None, seed: int) -> list[list[Any]]:
+    """At most ``limit`` unlabelled images, chosen reproducibly from the seed."""
+    if limit is None or limit <= 0 or len(entries) <= limit:
+        return list(entries)
+    rng = random.Random(seed)
+    return sorted(rng.sample(list(entries), limit), key=lambda e: str(e[0]))
+
+
+def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Temperature scaling (Guo et al. 2017): the T minimising the NLL of ``softmax(log p / T)``.
+
+    Teachers trained on a few dozen images are badly calibrated (often under-confident, so that a
+    0.8 threshold keeps nothing); after scaling on the validation split a confidence of 0.8 means
+    about 80 % correct, which is what the threshold is meant to say.
+    """
+    if probs.numel() == 0 or targets.numel() == 0:
+        return 1.0
+    logits = probs.clamp_min(1e-12).log().detach()
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp().clamp(0.05, 20.0))
+
+
+@torch.no_grad()
+def ensemble_predict(
+    teachers: list[tuple[Classifier, int]],
+    datamodule: SemiCompactDataModule,
+    entries: list[list[Any]],
+    transforms: list[Any],
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    temperatures: list[float] | None = None,
+) -> PseudoLabels:
+    """Mean probability over every teacher and view (the identity plus each transform)."""
+    temperatures = temperatures or [1.0] * len(teachers)
+    total: torch.Tensor | None = None
+    refs: list[str] = []
+    true: list[int | None] = []
+    for (model, size), temperature in zip(teachers, temperatures, strict=True):
+        model = model.to(device).eval()
+        dm = SemiCompactDataModule(
+            datamodule.source,
+            datamodule.manifest,
+            image_size=size,
+            batch_size=batch_size,
+            num_workers=datamodule.num_workers,
+            skip_log=datamodule.skip_log,
+            seed=datamodule.seed,
+        )
+        parts, labels = [], []
+        for images, y in dm.loader_for(entries):
+            if images.shape[0] == 0:
+                continue
+            x = images.to(device).float().div_(255.0)
+            views = torch.cat([x, *[t(x) for t in transforms]], dim=0)
+            p = (model(views) / temperature).softmax(dim=1)
+            p = p.view(len(transforms) + 1, x.shape[0], -1).mean(dim=0)
+            parts.append(p.cpu())
+            labels.append(y)
+        probs = torch.cat(parts) if parts else torch.empty(0, len(datamodule.classes))
+        total = probs if total is None else total + probs
+        if not refs:
+            skipped = {ref for ref, _ in read_skip_log(datamodule.skip_log)}
+            refs = [str(e[0]) for e in entries if str(e[0]) not in skipped]
+            true = [int(v) for v in torch.cat(labels).tolist()] if labels else []
+        model.cpu()
+    assert total is not None
+    probs = total / len(teachers)
+    true_labels: list[int | None] = [None if v < 0 else v for v in true]
+    return PseudoLabels(refs, probs, true_labels, list(datamodule.classes))
+
+
+def save_soft_targets(path: Path, pseudo: PseudoLabels, selected: list[int]) -> None:
+    write_json(path, {"refs": [pseudo.refs[i] for i in selected], "probs": pseudo.probs[selected].tolist()})

@@ -1,0 +1,280 @@
+"""Self-training as in the seed paper: teachers label the unlabelled pool, the student learns from both.
+
+``plain_distillation`` (one teacher), ``data_distillation`` (one teacher x test-time transforms),
+``model_distillation`` (several teachers) and ``model_data_distillation`` (teachers x transforms) are
+the same procedure with different defaults, so each is a four-line subclass.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from rich.console import Console
+from torch.nn import functional as F
+
+from ..data import SemiCompactDataModule, open_source
+from ..data.tta import build_tta
+from ..errors import ConfigError
+from ..evaluate.predict import inference_device, predict_loader
+from ..io import write_json
+from ..training.config import TrainConfig
+from ..training.module import ClassifierModule
+from ..training.run import FitHooks, RunResult, build_split, fit, is_worker_process
+from ._options import as_list, number
+from .base import Method, register_method
+from .pseudo import PseudoLabels, ensemble_predict, fit_temperature, subsample_pool
+from .teachers import load_teachers, train_teachers
+
+console = Console(stderr=True)
+
+PAPER_TRANSFORMS = ["hflip", "vflip", "hvflip", "blur", "gaussian_blur", "gamma"]
+
+
+class SoftTargetModule(ClassifierModule):
+    """Cross-entropy against a distribution: one-hot for labelled images, the teachers' for pseudo ones.
+
+    Labels ``>= k`` index the soft-target table (the data module encodes them), so the data pipeline
+    stays the plain ``(image, int label)`` one.
+    """
+
+    def __init__(self, *args: Any, soft_targets: torch.Tensor, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("soft_targets", soft_targets.float(), persistent=False)
+
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        k = len(self.classes)
+        target = torch.zeros(y.shape[0], k, device=x.device)
+        hard = y < k
+        target[hard] = F.one_hot(y[hard], k).float()
+        target[~hard] = self.soft_targets[y[~hard] - k]
+        return F.cross_entropy(self(x), target, weight=self.criterion.weight)
+
+
+class CodedTrainDataModule(SemiCompactDataModule):
+    """Trains on ``codes`` (int labels, ``>= k`` = soft-target index) instead of the manifest labels."""
+
+    def __init__(self, *args: Any, codes: list[int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.codes = codes
+
+    def train_dataloader(self) -> Any:
+        entries = [[e[0], c] for e, c in zip(self.manifest.labelled, self.codes, strict=True)]
+        drop_last = len(entries) > self.batch_size
+        return self._loader(entries, self.batch_size, shuffle=True, drop_last=drop_last, name="train")
+
+
+def check_fresh(run_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run (before any pseudo-label is written), as ``fit`` does."""
+    if resume:
+        if not (run_dir / "method.json").is_file():
+            raise ConfigError(f"--resume: '{run_dir}' holds no semi-supervised run to resume; drop --resume")
+    elif (run_dir / "method.json").exists() or (run_dir / "config.json").exists():
+        raise ConfigError(
+            f"output folder '{run_dir}' already holds a run; "
+            "pass --resume to continue it or choose another --out"
+        )
+
+
+def start_run(method: Method, train: TrainConfig, resume: bool) -> tuple[Path, TrainConfig, Path]:
+    """Create the run folder and its split; returns (run_dir, config, split path)."""
+    run_dir = Path(train.out)
+    check_fresh(run_dir, resume)
+    if resume:
+        stored = json.loads((run_dir / "method.json").read_text(encoding="utf-8"))
+        train = TrainConfig.from_dict(stored["train"])
+        method.config = stored["options"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source = open_source(train.data, unlabelled=train.unlabelled, class_names=train.class_names)
+    build_split(train, run_dir, source)
+    if not is_worker_process():
+        write_json(
+            run_dir / "method.json",
+            {"method": method.name, "options": method.config, "train": train.to_dict()},
+        )
+    return run_dir, train, run_dir / "split.json"
+
+
+def teacher_cache(run_dir: Path, option: Any) -> Path:
+    """Teachers live beside the run (shared by the runs of one benchmark folder) unless told otherwise."""
+    return Path(option) if option else run_dir.resolve().parent / "teachers"
+
+
+class SelfTraining(Method):
+    summary = "teachers pseudo-label the unlabelled pool; the student learns from labelled + confident images"
+    options: ClassVar[dict[str, Any]] = {
+        "teachers": ["resnet50"],
+        "teacher_weights": None,
+        "teacher_pretrained": True,
+        "teacher_epochs": None,
+        "teacher_image_size": None,
+        "teacher_cache": None,
+        "transforms": [],
+        "confidence": 0.8,
+        "labels": "hard",
+        "balance": False,
+        "rounds": 1,
+        "max_unlabelled": None,
+        "inference_batch_size": 256,
+        "calibrate": True,
+    }
+
+    def validate(self) -> None:
+        c = self.config
+        number(c, "confidence", 0.0, 1.0, self.name)
+        if c["labels"] not in ("hard", "soft"):
+            raise ConfigError(
+                f"--method {self.name}: option labels must be hard or soft, got '{c['labels']}'"
+            )
+        if int(c["rounds"]) < 1:
+            raise ConfigError(f"--method {self.name}: option rounds must be at least 1, got {c['rounds']}")
+        build_tta(as_list(c["transforms"]))  # unknown names fail here, before any training
+
+    def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
+        self.validate()
+        run_dir, train, split = start_run(self, train, resume)
+        c = self.config
+        names = [str(n) for n in as_list(c["teachers"])]
+        teacher_dirs = train_teachers(
+            train,
+            names,
+            split,
+            teacher_cache(run_dir, c["teacher_cache"]),
+            weights=as_list(c["teacher_weights"]) or None,
+            pretrained=bool(c["teacher_pretrained"]),
+            epochs=c["teacher_epochs"],
+            image_size=c["teacher_image_size"],
+        )
+        transforms = build_tta(as_list(c["transforms"]))
+        rounds = int(c["rounds"])
+        result: RunResult | None = None
+        for r in range(1, rounds + 1):
+            last = r == rounds
+            out = run_dir if last else run_dir / "rounds" / f"round-{r}"
+            student = replace(train, out=str(out), split=str(split))
+            result = self._round(
+                student, teacher_dirs, transforms, out, resume or (out / "config.json").is_file()
+            )
+            teacher_dirs = [out]  # the student becomes the next round's teacher
+        assert result is not None
+        return result
+
+    def _round(
+        self, student: TrainConfig, teacher_dirs: list[Path], transforms: list[Any], out: Path, resume: bool
+    ) -> RunResult:
+        c = self.config
+        source = open_source(student.data, unlabelled=student.unlabelled, class_names=student.class_names)
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = build_split(student, out, source)
+        cache = out / "pseudo_labels.pt"
+        if cache.is_file():
+            stored = torch.load(cache, map_location="cpu", weights_only=True)
+            pseudo = PseudoLabels(stored["refs"], stored["probs"], stored["true"], manifest.classes)
+        else:
+            dm = SemiCompactDataModule(
+                source,
+                manifest,
+                image_size=student.image_size,
+                batch_size=student.batch_size,
+                num_workers=student.num_workers,
+                skip_log=out / "skipped_images.tsv",
+                seed=student.seed,
+            )
+            pool = subsample_pool(manifest.unlabelled, c["max_unlabelled"], student.seed)
+            if not pool:
+                raise ConfigError(
+                    f"--method {self.name}: no unlabelled images in the split of '{student.data}'; "
+                    "put them in unlabelled/ or pass --unlabelled DIR"
+                )
+            device = inference_device() if student.accelerator in ("auto", "gpu", "cuda") else "cpu"
+            teachers = load_teachers(teacher_dirs)
+            temperatures = (
+                [_val_temperature(m, size, dm, device) for m, size in teachers] if c["calibrate"] else None
+            )
+            pseudo = ensemble_predict(
+                teachers, dm, pool, transforms, device, int(c["inference_batch_size"]), temperatures
+            )
+            if not is_worker_process():
+                buffer = {"refs": pseudo.refs, "probs": pseudo.probs, "true": pseudo.true}
+                _atomic_torch_save(buffer, cache)
+        threshold = float(c["confidence"])
+        selected = pseudo.select(threshold, balance=bool(c["balance"]))
+        summary = pseudo.summary(selected, threshold)
+        summary["teachers"] = [str(d) for d in teacher_dirs]
+        summary["transforms"] = [t.name for t in transforms]
+        if not is_worker_process():
+            pseudo.write(out / "pseudo_labels.csv", selected)
+            write_json(out / "pseudo_summary.json", summary)
+        acc = summary["accuracy_selected"]
+        console.print(
+            f"pseudo-labels: {len(selected)}/{len(pseudo.refs)} images at confidence >= {threshold}"
+            + (f", {100 * acc:.1f}% correct where known" if acc is not None else "")
+        )
+        labels = pseudo.labels.tolist()
+        entries = [list(e) for e in manifest.labelled] + [[pseudo.refs[i], labels[i]] for i in selected]
+        hooks = FitHooks(train_entries=entries, summary={"method": self.name, "pseudo_labels": summary})
+        if c["labels"] == "soft":
+            k = len(manifest.classes)
+            codes = [int(e[1]) for e in manifest.labelled] + [k + j for j in range(len(selected))]
+            soft = pseudo.probs[selected] if selected else torch.empty(0, k)
+            hooks.datamodule_factory = functools.partial(CodedTrainDataModule, codes=codes)
+            hooks.module_factory = functools.partial(_soft_module, soft_targets=soft)
+        return fit(student, resume=resume and (out / "config.json").is_file(), hooks=hooks)
+
+
+def _val_temperature(model: Any, size: int, dm: SemiCompactDataModule, device: Any) -> float:
+    """The teacher's temperature fitted on the validation split (at the teacher's input size)."""
+    val = SemiCompactDataModule(dm.source, dm.manifest, image_size=size, batch_size=256, skip_log=dm.skip_log)
+    probs, targets = predict_loader(model, val.val_dataloader(), device)
+    temperature = fit_temperature(probs, targets)
+    console.print(f"teacher temperature on the validation split: {temperature:.3f}")
+    return temperature
+
+
+def _soft_module(model: Any, classes: list[str], datamodule: Any, **kwargs: Any) -> ClassifierModule:
+    return SoftTargetModule(model, classes, **kwargs)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import io as _io
+
+    from ..io import write_bytes
+
+    buffer = _io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+@register_method("plain_distillation")
+class PlainDistillation(SelfTraining):
+    summary = "one teacher pseudo-labels the unlabelled images (the paper's Plain distillation)"
+
+
+@register_method("data_distillation")
+class DataDistillation(SelfTraining):
+    summary = "one teacher x test-time transforms, ensembled by mean probability"
+    options: ClassVar[dict[str, Any]] = {**SelfTraining.options, "transforms": PAPER_TRANSFORMS}
+
+
+@register_method("model_distillation")
+class ModelDistillation(SelfTraining):
+    summary = "several teachers, ensembled by mean probability"
+    options: ClassVar[dict[str, Any]] = {
+        **SelfTraining.options,
+        "teachers": ["resnet50", "resnet101", "efficientnet_b3"],
+    }
+
+
+@register_method("model_data_distillation")
+class ModelDataDistillation(SelfTraining):
+    summary = "several teachers x test-time transforms"
+    options: ClassVar[dict[str, Any]] = {
+        **SelfTraining.options,
+        "teachers": ["resnet50", "resnet101", "efficientnet_b3"],
+        "transforms": PAPER_TRANSFORMS,
+    }

@@ -1,0 +1,106 @@
+"""Teachers: trained once on the labelled images, cached by their configuration, reused by every method.
+
+A benchmark runs plain, data, model and model+data distillation and KD on the same dataset and seed;
+they all need the same teachers, so a teacher's run folder is named by a hash of everything that
+determines it (data, split, network, weights, size, epochs, seed). A file lock makes two processes
+(e.g. two shards of a grid) wait for each other instead of training the same teacher twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..artifacts import load_model
+from ..errors import ConfigError
+from ..models import Classifier
+from ..training.config import TrainConfig
+from ..training.run import fit
+
+console = Console(stderr=True)
+
+_NOT_IN_KEY = ("out", "progress", "tensorboard", "split")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def teacher_config(student: TrainConfig, name: str, split: Path, **overrides: Any) -> TrainConfig:
+    """The student's data, split and seed with the teacher's network and training options."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    config = replace(student, model=name, split=str(split), weights=None, **values)
+    config.progress, config.tensorboard = False, False
+    return config
+
+
+def teacher_key(config: TrainConfig, split_sha: str) -> str:
+    values = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_KEY}
+    values["split_sha"] = split_sha
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{config.model}-{digest}"
+
+
+def train_teacher(config: TrainConfig, cache: Path) -> Path:
+    """Train (or reuse, or resume) one teacher; returns its run folder."""
+    split_sha = hashlib.sha256(Path(config.split or "").read_bytes()).hexdigest() if config.split else ""
+    run_dir = cache / teacher_key(config, split_sha)
+    with _locked(cache / f".{run_dir.name}.lock"):
+        if (run_dir / "metrics.json").is_file():
+            console.print(f"teacher {config.model}: reusing {run_dir}")
+            return run_dir
+        resume = (run_dir / "config.json").is_file()
+        console.print(f"teacher {config.model}: {'resuming' if resume else 'training'} in {run_dir}")
+        fit(replace(config, out=str(run_dir)), resume=resume)
+    return run_dir
+
+
+def train_teachers(
+    student: TrainConfig,
+    names: list[str],
+    split: Path,
+    cache: Path,
+    weights: list[str | None] | None = None,
+    **overrides: Any,
+) -> list[Path]:
+    if not names:
+        raise ConfigError("no teacher given: set the method option teachers=NAME[,NAME...]")
+    weights = list(weights or [None] * len(names))
+    if len(weights) != len(names):
+        raise ConfigError(
+            f"teacher_weights lists {len(weights)} file(s) for {len(names)} teacher(s); give one per teacher"
+        )
+    dirs = []
+    for name, weight in zip(names, weights, strict=True):
+        extra = dict(overrides)
+        if weight:
+            extra.update(weights=weight, pretrained=False)
+        config = teacher_config(student, name, split, **extra)
+        if weight:  # teacher_config clears weights; a given teacher file wins
+            config.weights = weight
+        dirs.append(train_teacher(config, cache))
+    return dirs
+
+
+def load_teachers(dirs: list[Path]) -> list[tuple[Classifier, int]]:
+    """(model in eval mode, its input size) for each teacher run."""
+    out = []
+    for d in dirs:
+        model, card = load_model(d)
+        out.append((model, card.image_size))
+    return out

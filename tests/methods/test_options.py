@@ -1,0 +1,82 @@
+"""Method registry, option parsing and the collapse guard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from semicompact.errors import ConfigError
+from semicompact.evaluate.metrics import chance_macro_f1, classification_metrics, collapse_check
+from semicompact.methods import get_method, list_methods
+from semicompact.methods._options import parse_option_pairs
+from semicompact.methods.mixmatch import sharpen
+
+EXPECTED = {
+    "supervised",
+    "plain_distillation",
+    "data_distillation",
+    "model_distillation",
+    "model_data_distillation",
+    "fixmatch",
+    "mixmatch",
+    "kd",
+}
+
+
+def test_every_method_is_registered() -> None:
+    assert set(list_methods()) >= EXPECTED
+
+
+def test_paper_defaults() -> None:
+    assert get_method("plain_distillation").config["confidence"] == 0.8
+    assert get_method("model_distillation").config["teachers"] == ["resnet50", "resnet101", "efficientnet_b3"]
+    assert len(get_method("data_distillation").config["transforms"]) == 6
+    fm = get_method("fixmatch").config
+    assert (fm["threshold"], fm["mu"], fm["lambda_u"]) == (0.95, 7, 1.0)
+    mm = get_method("mixmatch").config
+    assert (mm["k"], mm["temperature"], mm["alpha"]) == (2, 0.5, 0.75)
+
+
+def test_unknown_method_and_option_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"unknown --method 'fixmach'; available: .*fixmatch"):
+        get_method("fixmach")
+    with pytest.raises(
+        ConfigError, match=r"--method fixmatch: unknown option\(s\) treshold; valid: .*threshold"
+    ):
+        get_method("fixmatch", treshold=0.9)
+
+
+def test_option_pairs_are_typed_yaml_scalars() -> None:
+    got = parse_option_pairs(["confidence=0.9", "teachers=a,b", "balance=true", "rounds=2", "x-y=[1, 2]"])
+    assert got == {"confidence": 0.9, "teachers": "a,b", "balance": True, "rounds": 2, "x_y": [1, 2]}
+    with pytest.raises(ConfigError, match="--option 'confidence' must look like key=value"):
+        parse_option_pairs(["confidence"])
+    assert parse_option_pairs(["cmd=!!python/object/apply:os.system ['true']"])["cmd"].startswith("!!python")
+
+
+def test_sharpen_lowers_entropy_and_keeps_the_argmax() -> None:
+    p = torch.tensor([[0.5, 0.3, 0.2]])
+    q = sharpen(p, 0.5)
+    assert torch.allclose(q, torch.tensor([[25, 9, 4]]) / 38.0)
+    assert torch.allclose(sharpen(p, 1.0), p)
+
+
+def test_chance_level_of_balanced_and_imbalanced_sets() -> None:
+    assert chance_macro_f1([10, 10, 10, 10]) == pytest.approx(0.25)
+    # majority predictor on 90/10: F1 of the majority class 2*0.9/1.9, divided by 2 classes
+    assert chance_macro_f1([90, 10]) == pytest.approx(
+        max(2 * 0.9 / 1.9 / 2, (2 * 0.9 / 2.8 + 2 * 0.1 / 1.2) / 2)
+    )
+
+
+def _metrics(preds: list[int], targets: list[int], k: int = 3) -> dict:
+    probs = torch.nn.functional.one_hot(torch.tensor(preds), k).float()
+    return classification_metrics(probs, torch.tensor(targets), [str(i) for i in range(k)])
+
+
+def test_collapse_guard_flags_one_class_and_chance_but_not_a_working_model() -> None:
+    targets = [0, 1, 2] * 10
+    assert "one class" in collapse_check(_metrics([0] * 30, targets))
+    assert collapse_check(_metrics(targets, targets)) is None
+    rotated = [(t + 1) % 3 for t in targets]  # every prediction wrong, all classes used
+    assert "chance level" in collapse_check(_metrics(rotated, targets))
