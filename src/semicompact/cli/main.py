@@ -219,20 +219,34 @@ def evaluate(
 
 @app.command()
 def predict(
-    model_path: Annotated[Path, typer.Argument(help="A run folder or .safetensors model.")],
+    model_path: Annotated[
+        Path, typer.Argument(help="A run folder, a .safetensors model, or an exported .onnx model.")
+    ],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     out_file: Annotated[
         Path, typer.Option("--out", "-o", help="CSV with class and probabilities per image.")
     ] = Path("predictions.csv"),
     batch_size: Annotated[int, typer.Option()] = 64,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for an .onnx model (default: onnxruntime's).")
+    ] = None,
 ) -> None:
     """Predict the class of images; unreadable files are reported and skipped.
 
+    An .onnx model (from `semicompact export`) runs with onnxruntime alone: PyTorch is not imported.
+
     Example: semicompact predict runs/blood new_images/ --out predictions.csv
     """
-    from ..evaluate.predict import predict_files
+    if model_path.suffix.lower() == ".onnx":
+        from ..export.onnx_predict import predict_files_onnx
 
-    rows, failed = predict_files(model_path, images, out_file, batch_size=batch_size)
+        rows, failed = predict_files_onnx(
+            model_path, images, out_file, batch_size=batch_size, threads=threads
+        )
+    else:
+        from ..evaluate.predict import predict_files
+
+        rows, failed = predict_files(model_path, images, out_file, batch_size=batch_size)
     out.print(f"{rows} image(s) classified; predictions in {out_file}")
     for path, reason in failed:
         err.print(f"[yellow]skipped {path}: {reason}[/]")

@@ -21,7 +21,7 @@ from .pseudo import subsample_pool
 
 
 class LabelledUnlabelledDataModule(SemiCompactDataModule):
-    """Training batches are ``{"x": (images, labels), "u": (images, -1)}``; one epoch = one labelled pass.
+    """Training batches are ``{"x": (images, labels), "u": (images, -1)}``; an epoch covers both sets.
 
     Labelled images get the run's standard augmentation; unlabelled images arrive as float [0, 1]
     and the method makes its own weak / strong views of them.
@@ -42,8 +42,8 @@ class LabelledUnlabelledDataModule(SemiCompactDataModule):
         unlabelled = self._loader(self.pool, self.unlabelled_batch_size, True, True, "unlabelled")
         if len(unlabelled) == 0:  # fewer unlabelled images than one batch: keep the partial one
             unlabelled = self._loader(self.pool, self.unlabelled_batch_size, True, False, "unlabelled")
-        mode = "min_size" if len(unlabelled) >= len(labelled) else "max_size_cycle"
-        return CombinedLoader({"x": labelled, "u": unlabelled}, mode=mode)
+        # one epoch sees every labelled and every unlabelled image at least once; the shorter cycles
+        return CombinedLoader({"x": labelled, "u": unlabelled}, mode="max_size_cycle")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and "u" in batch:
@@ -59,10 +59,26 @@ class SemiSupervisedModule(ClassifierModule):
     def labelled_batch_size(self, batch: Any) -> int:
         return int(batch["x"][0].shape[0]) if isinstance(batch, dict) else super().labelled_batch_size(batch)
 
+    def body_steps(self) -> int:
+        """Optimiser steps since the head-only stage ended (0 during it)."""
+        if self._trainer is None:
+            return 0
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        return max(0, int(self.global_step - self.hparams.head_epochs * per_epoch))
+
     def progress(self) -> float:
-        """Fraction of the training steps done (for ramp-ups)."""
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        return min(1.0, self.global_step / total)
+        """Fraction done of the training steps after the head-only stage (0 during that stage).
+
+        Ramp-ups start when the body is unfrozen: before that the new head guesses close to
+        uniform, and a consistency loss on those guesses only pulls the network towards them.
+        """
+        if self._trainer is None:
+            return 1.0
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        start = self.hparams.head_epochs * per_epoch
+        return float(min(1.0, max(0.0, (self.global_step - start) / max(1.0, total - start))))
 
 
 def _ema_with_warmup(decay: float) -> Any:

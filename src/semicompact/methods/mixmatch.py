@@ -31,14 +31,30 @@ class MixMatchModule(SemiSupervisedModule):
         temperature: float = 0.5,
         alpha: float = 0.75,
         lambda_u: float = 75.0,
-        rampup: float = 0.4,
+        rampup: int = 16384,
         vflip: bool = False,
+        prior: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.k, self.t, self.alpha, self.lambda_u, self.rampup = k, temperature, alpha, lambda_u, rampup
         self.weak = weak_augment(vflip=vflip)
         self.beta = torch.distributions.Beta(alpha, alpha)
+        c = len(self.classes)
+        self.align = prior is not None
+        self.register_buffer("prior", prior.float() if prior is not None else torch.full((c,), 1.0 / c))
+        self.register_buffer("guess_mean", torch.full((c,), 1.0 / c))
+
+    def align_distribution(self, guess: torch.Tensor) -> torch.Tensor:
+        """Distribution alignment (Berthelot et al. 2020, ReMixMatch): scale the guesses by
+        labelled prior / running mean of the guesses, so that they cannot drift to one class.
+
+        Not part of the published MixMatch, so off by default; ``distribution_alignment: true`` turns
+        it on for strongly imbalanced pools where the guesses drift towards the majority class.
+        """
+        self.guess_mean.mul_(1 - 1 / 32).add_(guess.mean(dim=0), alpha=1 / 32)
+        aligned = guess * self.prior / self.guess_mean.clamp_min(1e-6)
+        return aligned / aligned.sum(dim=1, keepdim=True)
 
     def training_loss(self, batch: Any) -> torch.Tensor:
         (xl, yl), (xu, _) = batch["x"], batch["u"]
@@ -48,6 +64,8 @@ class MixMatchModule(SemiSupervisedModule):
         with torch.no_grad():
             views = [self.weak(xu) for _ in range(self.k)]
             guess = torch.stack([self(v).softmax(dim=1) for v in views]).mean(dim=0)
+            if self.align:
+                guess = self.align_distribution(guess)
             guess = sharpen(guess, self.t)
         inputs = torch.cat([xl, *views])
         targets = torch.cat([F.one_hot(yl, c).float(), guess.repeat(self.k, 1)])
@@ -59,7 +77,9 @@ class MixMatchModule(SemiSupervisedModule):
         logits = self(mixed)
         loss_x = -(mixed_targets[:n] * logits[:n].log_softmax(dim=1)).sum(dim=1).mean()
         loss_u = F.mse_loss(logits[n:].softmax(dim=1), mixed_targets[n:])
-        weight = self.lambda_u * min(1.0, self.progress() / self.rampup) if self.rampup > 0 else self.lambda_u
+        weight = (
+            self.lambda_u * min(1.0, self.body_steps() / self.rampup) if self.rampup > 0 else self.lambda_u
+        )
         self.log("train/loss_u", loss_u, on_step=False, on_epoch=True, batch_size=m)
         return loss_x + weight * loss_u
 
@@ -72,9 +92,10 @@ class MixMatch(Method):
         "temperature": 0.5,
         "alpha": 0.75,
         "lambda_u": 75.0,
-        "rampup": 0.4,
+        "rampup": 16384,
         "mu": 1,
         "ema": 0.999,
+        "distribution_alignment": False,
         "max_unlabelled": None,
     }
 
@@ -82,7 +103,7 @@ class MixMatch(Method):
         c = self.config
         number(c, "temperature", 1e-3, 10.0, self.name)
         number(c, "alpha", 1e-3, 100.0, self.name)
-        number(c, "rampup", 0.0, 1.0, self.name)
+        number(c, "rampup", 0, 10**9, self.name)
         number(c, "k", 1, 16, self.name)
         number(c, "mu", 1, 64, self.name)
         number(c, "ema", 0.0, 1.0, self.name)
@@ -94,8 +115,9 @@ class MixMatch(Method):
                 temperature=float(c["temperature"]),
                 alpha=float(c["alpha"]),
                 lambda_u=float(c["lambda_u"]),
-                rampup=float(c["rampup"]),
+                rampup=int(c["rampup"]),
                 vflip=train.vflip,
+                align=bool(c["distribution_alignment"]),
             ),
             datamodule_factory=functools.partial(
                 LabelledUnlabelledDataModule, mu=int(c["mu"]), max_unlabelled=c["max_unlabelled"]
@@ -106,5 +128,14 @@ class MixMatch(Method):
         return fit(train, resume=resume and (run_dir / "config.json").is_file(), hooks=hooks)
 
 
-def _module(model: Any, classes: list[str], datamodule: Any, **kwargs: Any) -> MixMatchModule:
-    return MixMatchModule(model, classes, **kwargs)
+def _module(model: Any, classes: list[str], datamodule: Any, align: bool, **kwargs: Any) -> MixMatchModule:
+    prior = labelled_prior(datamodule, len(classes)) if align else None
+    return MixMatchModule(model, classes, prior=prior, **kwargs)
+
+
+def labelled_prior(datamodule: Any, k: int) -> torch.Tensor:
+    """Class frequencies of the labelled images (the target of distribution alignment)."""
+    counts = torch.zeros(k)
+    for _, label in datamodule.manifest.labelled:
+        counts[int(label)] += 1
+    return (counts + 1) / (counts.sum() + k)

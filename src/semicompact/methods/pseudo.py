@@ -121,7 +121,8 @@ def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
     """
     if probs.numel() == 0 or targets.numel() == 0:
         return 1.0
-    logits = probs.clamp_min(1e-12).log().detach()
+    logits = probs.clone().clamp_min(1e-12).log()  # clone: probs may come from inference mode
+    targets = targets.clone()
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from torch.nn import functional as F
 
 from ..data import SemiCompactDataModule, open_source
-from ..data.tta import build_tta
+from ..data.tta import PAPER_TTA, build_tta
 from ..errors import ConfigError
 from ..evaluate.predict import inference_device, predict_loader
 from ..io import write_json
@@ -32,7 +32,7 @@ from .teachers import load_teachers, train_teachers
 
 console = Console(stderr=True)
 
-PAPER_TRANSFORMS = ["hflip", "vflip", "hvflip", "blur", "gaussian_blur", "gamma"]
+PAPER_TRANSFORMS = list(PAPER_TTA)
 
 
 class SoftTargetModule(ClassifierModule):

@@ -1,0 +1,153 @@
+"""ONNX export (fp32) and onnxruntime static int8 quantization (QDQ, per-channel weights).
+
+Files are written to a temporary sibling and renamed into place, so a failed export leaves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .metadata import INPUT_NAME, OUTPUT_NAME, card_metadata
+
+DEFAULT_OPSET = 17
+
+
+@contextlib.contextmanager
+def staged_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed over ``path`` only when the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def set_metadata(model_proto: Any, meta: dict[str, str]) -> None:
+    """Replace the model's ``metadata_props`` with ``meta``."""
+    del model_proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def export_onnx(
+    model: nn.Module, card: Any, path: str | Path, opset: int = DEFAULT_OPSET, **extra_meta: Any
+) -> Path:
+    """Write ``model`` (float images in [0, 1] -> logits, dynamic batch) as ONNX with the card metadata."""
+    import onnx
+
+    model = model.eval()
+    example = torch.rand(2, 3, card.image_size, card.image_size)
+    with staged_file(path, ".onnx") as tmp:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    dynamo=False,  # the TorchScript-based exporter needs no onnxscript and handles timm nets
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    opset_version=opset,
+                    do_constant_folding=True,
+                )
+        except Exception as error:
+            first = (str(error).strip().splitlines() or [""])[0][:300]
+            raise ModelError(
+                f"model {card.model} cannot be exported to ONNX (opset {opset}): {type(error).__name__}: "
+                f"{first}"
+            ) from error
+        proto = onnx.load(str(tmp))
+        set_metadata(proto, card_metadata(card, precision="fp32", **extra_meta))
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    return Path(path)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over float [0, 1] NCHW batches."""
+
+    def __init__(self, batches: Iterable[np.ndarray]) -> None:
+        self._it = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    batches: Iterable[np.ndarray],
+    per_channel: bool = True,
+    calibrate_method: str = "minmax",
+) -> Path:
+    """Static int8 quantization (QDQ, int8 activations and weights) calibrated on ``batches``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    if calibrate_method not in methods:
+        raise ModelError(f"calibration method '{calibrate_method}' unknown; use {', '.join(methods)}")
+    src = onnx.load(str(fp32_path))
+    meta = {p.key: p.value for p in src.metadata_props}
+    with tempfile.TemporaryDirectory() as work, staged_file(out_path, ".onnx") as tmp:
+        pre = Path(work) / "pre.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre),
+                str(tmp),
+                _Reader(batches),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[calibrate_method],
+                extra_options={"CalibMovingAverage": False},
+            )
+        proto = onnx.load(str(tmp))
+        meta.update(precision="int8", quantization=f"onnxruntime static QDQ, per_channel={per_channel}")
+        set_metadata(proto, meta)
+        onnx.save(proto, str(tmp))
+    return Path(out_path)
+
+
+class OrtModule(nn.Module):
+    """An onnxruntime session behind the ``nn.Module`` interface (for evaluation next to torch models)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        from .onnx_predict import make_session
+
+        self.path = str(path)
+        self.session = make_session(path, threads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().float().cpu().numpy()})
+        return torch.from_numpy(logits)

@@ -1,0 +1,187 @@
+"""Method runs end to end on the embedded cell data: outputs, teacher cache, resume, compatibility API."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from semicompact.cli.main import main as cli_main
+from semicompact.methods import run_method
+from semicompact.training import TrainConfig
+
+
+def _config(data: Path, out: Path, **kw) -> TrainConfig:
+    values = dict(
+        data=str(data),
+        out=str(out),
+        model="mobilenetv2_100",
+        small_input=True,
+        pretrained=True,
+        image_size=32,
+        n_labelled=8,
+        epochs=2,
+        head_epochs=1,
+        batch_size=16,
+        progress=False,
+        tensorboard=False,
+    )
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+TEACHER = {"teachers": "mobilenetv2_100", "max_unlabelled": 48, "inference_batch_size": 16}
+
+
+def test_self_training_writes_pseudo_labels_and_reuses_its_teacher(cells_dir: Path, tmp_path: Path) -> None:
+    plain = run_method(
+        "plain_distillation", _config(cells_dir, tmp_path / "plain"), {**TEACHER, "confidence": 0.3}
+    )
+    run = plain.run_dir
+    rows = list(csv.DictReader((run / "pseudo_labels.csv").open()))
+    assert len(rows) == 48
+    summary = json.loads((run / "pseudo_summary.json").read_text())
+    assert (
+        summary["selected"]
+        == sum(r["selected"] == "1" for r in rows)
+        == plain.metrics["pseudo_labels"]["selected"]
+    )
+    assert sum(summary["selected_per_class"].values()) == summary["selected"]
+    entries = json.loads((run / "train_entries.json").read_text())
+    assert len(entries) == 8 * 4 + summary["selected"]  # labelled + confident pseudo-labelled
+    teachers = list((tmp_path / "teachers").iterdir())
+    teacher_runs = [t for t in teachers if t.is_dir()]
+    assert len(teacher_runs) == 1
+    stamp = (teacher_runs[0] / "metrics.json").stat().st_mtime_ns
+
+    # same data, split and teacher for another method: the cached teacher is reused, not retrained
+    tta = run_method(
+        "data_distillation",
+        _config(cells_dir, tmp_path / "data"),
+        {**TEACHER, "transforms": "hflip,gamma:gamma=0.7", "labels": "soft", "balance": True},
+    )
+    assert (teacher_runs[0] / "metrics.json").stat().st_mtime_ns == stamp
+    assert len([t for t in (tmp_path / "teachers").iterdir() if t.is_dir()]) == 1
+    assert tta.metrics["pseudo_labels"]["transforms"] == ["hflip", "gamma"]
+    assert tta.metrics["test"]["n"] == plain.metrics["test"]["n"]
+
+
+def test_a_run_is_repeatable_from_its_seed(cells_dir: Path, tmp_path: Path) -> None:
+    options = {"mu": 2, "max_unlabelled": 32}
+    a = run_method("fixmatch", _config(cells_dir, tmp_path / "a", epochs=1), options)
+    b = run_method("fixmatch", _config(cells_dir, tmp_path / "b", epochs=1), options)
+    assert a.metrics["test"]["confusion_matrix"] == b.metrics["test"]["confusion_matrix"]
+    assert a.metrics["test"]["macro_f1"] == b.metrics["test"]["macro_f1"]
+
+
+def test_an_existing_run_is_never_overwritten(cells_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "method.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["ssl", str(cells_dir), "--out", str(out), "--method", "fixmatch", "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (out / "method.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "fixmach"], "unknown --method 'fixmach'; available:"),
+        (["--method", "fixmatch", "--option", "treshold=0.9"], "unknown option(s) treshold; valid:"),
+        (
+            ["--method", "fixmatch", "--option", "threshold=1.5"],
+            "option threshold must be in [0.0, 1.0], got 1.5",
+        ),
+        (["--method", "data_distillation", "--option", "transforms=hflip,sharpen"], "sharpen"),
+        (
+            ["--method", "plain_distillation", "--option", "labels=fuzzy"],
+            "option labels must be hard or soft",
+        ),
+    ],
+)
+def test_bad_method_arguments_give_one_clear_line(
+    cells_dir: Path, tmp_path: Path, capsys, args, message
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["ssl", str(cells_dir), "--out", str(tmp_path / "x"), "--no-progress", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+
+
+def test_seed_api_names_map_onto_the_methods(cells_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import semicompact
+    from semicompact.methods import compat
+
+    calls = []
+    monkeypatch.setattr(compat, "run_method", lambda *a, **k: calls.append((a, k)))
+    semicompact.dataDistillation(
+        "ResNet-50",
+        "MobileNet",
+        ["H Flip", "Gamma"],
+        cells_dir,
+        None,
+        tmp_path / "o",
+        0.9,
+        epochs=3,
+        balance=True,
+    )
+    semicompact.modelDistillation(
+        ["ResNet-50", "EfficientNet"], "ResNet18", cells_dir, None, tmp_path / "p", 0.7
+    )
+    semicompact.FixMatch("SqueezeNet", cells_dir, tmp_path / "unl", tmp_path / "q")
+    (name, config, options), _ = calls[0]
+    assert name == "data_distillation" and config.model == "mobilenetv2_100" and config.epochs == 3
+    assert options == {
+        "teachers": ["resnet50"],
+        "transforms": ["H Flip", "Gamma"],
+        "confidence": 0.9,
+        "balance": True,
+    }
+    assert calls[1][0][2]["teachers"][0] == "resnet50" and calls[1][0][1].model == "resnet18"
+    assert calls[2][0][0] == "fixmatch" and calls[2][0][1].unlabelled == str(tmp_path / "unl")
+    from semicompact.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown argument"):
+        semicompact.MixMatch("MobileNet", cells_dir, None, tmp_path / "r", epochz=3)
+
+
+def _ssl_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "semicompact.cli.main", "ssl", str(data), "--out", str(out),
+        "--method", "fixmatch", "--model", "mobilenetv2_100", "--small-input", "--pretrained",
+        "--image-size", "32", "--n-labelled", "8",
+        "--head-epochs", "1", "--epochs", "3", "--batch-size", "8", "--no-progress", "--no-tensorboard",
+        "--option", "mu=2", "--option", "max_unlabelled=32", *extra,
+    ]  # fmt: skip
+
+
+def test_fixmatch_resumes_after_kill_with_the_same_result(cells_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    whole = tmp_path / "whole"
+    subprocess.run(_ssl_cmd(cells_dir, whole), check=True, env=env, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        _ssl_cmd(cells_dir, cut), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not (cut / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "metrics.json").exists(), "the run finished before it could be interrupted"
+    subprocess.run(_ssl_cmd(cells_dir, cut, "--resume"), check=True, env=env, capture_output=True)
+    a = json.loads((whole / "metrics.json").read_text())["test"]
+    b = json.loads((cut / "metrics.json").read_text())["test"]
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+    assert a["macro_f1"] == pytest.approx(b["macro_f1"], abs=1e-6)
