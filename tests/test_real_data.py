@@ -74,9 +74,15 @@ def test_demo_runs_end_to_end_in_under_five_minutes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert elapsed < 300
     assert "outputs in" in result.stdout
-    for role in ("teacher-tf_efficientnet_lite0", "student-mobilenetv2_100"):
-        run = tmp_path / "demo" / "runs" / role
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["test"]["macro_f1"] > 0.8
-        assert (run / "learning_curve.png").is_file() and (run / "confusion_matrix.png").is_file()
+    runs = tmp_path / "demo" / "runs"
+    scores = {}
+    for method in ("supervised", "data_distillation"):
+        metrics = json.loads((runs / method / "metrics.json").read_text())
+        scores[method] = metrics["test"]["macro_f1"]
+        assert (runs / method / "learning_curve.png").is_file()
+        assert (runs / method / "confusion_matrix.png").is_file()
+    assert scores["supervised"] > 0.6
+    assert scores["data_distillation"] > scores["supervised"]  # the unlabelled images help
+    check = json.loads((tmp_path / "demo" / "export" / "export.json").read_text())["exports"]["onnx-int8"]
+    assert check["top1_agreement"] > 0.95
     assert (tmp_path / "demo" / "summary.md").is_file()
