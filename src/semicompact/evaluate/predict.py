@@ -8,19 +8,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.images import IMAGE_EXTENSIONS
 from ..errors import DataError
+
+# torch-free, shared with the ONNX prediction path (which must not import torch)
+from ..export.onnx_predict import expand_image_paths, prediction_cells
 
 
 def inference_device() -> str:
     """The device for evaluation and prediction: the GPU when there is one."""
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def prediction_cells(row: list[float], classes: list[str]) -> list[str]:
-    """CSV cells of one image's probabilities: predicted class, its confidence, every probability."""
-    pred = max(range(len(row)), key=row.__getitem__)
-    return [classes[pred], f"{row[pred]:.6f}", *[f"{p:.6f}" for p in row]]
 
 
 @torch.inference_mode()
@@ -40,25 +36,6 @@ def predict_loader(
     if not probs:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(probs), torch.cat(labels)
-
-
-def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images (sorted); clear error when nothing is found."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise DataError(f"folder '{p}' contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            paths.extend(found)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise DataError(f"'{p}' does not exist; give image files or folders of images")
-    if not paths:
-        raise DataError("no images given; pass image files or folders")
-    return paths
 
 
 def predict_files(

@@ -16,11 +16,11 @@ from torch.nn import functional as F
 from ..compress.finetune import soft_target_loss
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
-from ._options import as_list, number
+from ._options import number
 from .base import Method, register_method
 from .consistency import LabelledUnlabelledDataModule, SemiSupervisedModule
-from .self_training import start_run, teacher_cache
-from .teachers import load_teachers, train_teachers
+from .self_training import TEACHER_OPTIONS, prepare_teachers, start_run
+from .teachers import load_teachers
 
 
 class DistillationModule(SemiSupervisedModule):
@@ -77,12 +77,7 @@ class DistillationModule(SemiSupervisedModule):
 class KnowledgeDistillation(Method):
     summary = "Hinton soft-target distillation from one or more teachers (optionally on unlabelled images)"
     options: ClassVar[dict[str, Any]] = {
-        "teachers": ["resnet50"],
-        "teacher_weights": None,
-        "teacher_pretrained": True,
-        "teacher_epochs": None,
-        "teacher_image_size": None,
-        "teacher_cache": None,
+        **TEACHER_OPTIONS,
         "temperature": 4.0,
         "alpha": 0.7,
         "unlabelled": False,
@@ -96,16 +91,7 @@ class KnowledgeDistillation(Method):
         number(c, "alpha", 0.0, 1.0, self.name)
         number(c, "mu", 1, 64, self.name)
         run_dir, train, split = start_run(self, train, resume)
-        dirs = train_teachers(
-            train,
-            [str(n) for n in as_list(c["teachers"])],
-            split,
-            teacher_cache(run_dir, c["teacher_cache"]),
-            weights=as_list(c["teacher_weights"]) or None,
-            pretrained=bool(c["teacher_pretrained"]),
-            epochs=c["teacher_epochs"],
-            image_size=c["teacher_image_size"],
-        )
+        dirs = prepare_teachers(self.name, c, train, run_dir, split)
         hooks = FitHooks(
             module_factory=functools.partial(
                 _module,

@@ -100,20 +100,62 @@ def start_run(method: Method, train: TrainConfig, resume: bool) -> tuple[Path, T
     return run_dir, train, run_dir / "split.json"
 
 
+def check_teacher_runs(dirs: list[Path], split: Path, method: str) -> list[Path]:
+    """Finished runs given as teachers must share the student's split: a teacher that trained on
+    the student's test images would leak them into the pseudo-labels."""
+    ours = json.loads(split.read_text(encoding="utf-8"))
+    for d in dirs:
+        if not (d / "best.safetensors").is_file() or not (d / "split.json").is_file():
+            raise ConfigError(f"--method {method}: teacher_runs: '{d}' is not a finished semicompact run")
+        theirs = json.loads((d / "split.json").read_text(encoding="utf-8"))
+        if theirs.get("test") != ours.get("test") or theirs.get("labelled") != ours.get("labelled"):
+            raise ConfigError(
+                f"--method {method}: teacher_runs: '{d}' was trained on another split; "
+                "train the teacher with the same --split (or data and --seed) as the student"
+            )
+    return dirs
+
+
 def teacher_cache(run_dir: Path, option: Any) -> Path:
     """Teachers live beside the run (shared by the runs of one benchmark folder) unless told otherwise."""
     return Path(option) if option else run_dir.resolve().parent / "teachers"
 
 
+#: the options of every method that learns from teachers (self-training and KD)
+TEACHER_OPTIONS: dict[str, Any] = {
+    "teachers": ["resnet50"],
+    "teacher_weights": None,
+    "teacher_pretrained": True,
+    "teacher_epochs": None,
+    "teacher_image_size": None,
+    "teacher_cache": None,
+    "teacher_runs": None,
+}
+
+
+def prepare_teachers(
+    method: str, c: dict[str, Any], train: TrainConfig, run_dir: Path, split: Path
+) -> list[Path]:
+    """The run folders of the teachers: given finished runs, or trained (once, cached) now."""
+    given = [Path(str(d)) for d in as_list(c["teacher_runs"])]
+    if given:
+        return check_teacher_runs(given, split, method)
+    return train_teachers(
+        train,
+        [str(n) for n in as_list(c["teachers"])],
+        split,
+        teacher_cache(run_dir, c["teacher_cache"]),
+        weights=as_list(c["teacher_weights"]) or None,
+        pretrained=bool(c["teacher_pretrained"]),
+        epochs=c["teacher_epochs"],
+        image_size=c["teacher_image_size"],
+    )
+
+
 class SelfTraining(Method):
     summary = "teachers pseudo-label the unlabelled pool; the student learns from labelled + confident images"
     options: ClassVar[dict[str, Any]] = {
-        "teachers": ["resnet50"],
-        "teacher_weights": None,
-        "teacher_pretrained": True,
-        "teacher_epochs": None,
-        "teacher_image_size": None,
-        "teacher_cache": None,
+        **TEACHER_OPTIONS,
         "transforms": [],
         "confidence": 0.8,
         "labels": "hard",
@@ -139,17 +181,7 @@ class SelfTraining(Method):
         self.validate()
         run_dir, train, split = start_run(self, train, resume)
         c = self.config
-        names = [str(n) for n in as_list(c["teachers"])]
-        teacher_dirs = train_teachers(
-            train,
-            names,
-            split,
-            teacher_cache(run_dir, c["teacher_cache"]),
-            weights=as_list(c["teacher_weights"]) or None,
-            pretrained=bool(c["teacher_pretrained"]),
-            epochs=c["teacher_epochs"],
-            image_size=c["teacher_image_size"],
-        )
+        teacher_dirs = prepare_teachers(self.name, c, train, run_dir, split)
         transforms = build_tta(as_list(c["transforms"]))
         rounds = int(c["rounds"])
         result: RunResult | None = None
