@@ -62,17 +62,17 @@ def test_pretrained_mobilenet_beats_chance_clearly_on_pneumoniamnist(tmp_path: P
     assert test["macro_f1"] > 0.75  # one-class guessing: 0.38; the 30-epoch baseline: 0.84
 
 
-def test_demo_runs_end_to_end_in_under_five_minutes(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_in_under_ten_minutes(tmp_path: Path) -> None:
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "semicompact.cli.main", "demo", "--out", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr[-2000:]
-    assert elapsed < 300
+    assert elapsed < 600
     assert "outputs in" in result.stdout
     runs = tmp_path / "demo" / "runs"
     scores = {}
