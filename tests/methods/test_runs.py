@@ -185,3 +185,21 @@ def test_fixmatch_resumes_after_kill_with_the_same_result(cells_dir: Path, tmp_p
     b = json.loads((cut / "metrics.json").read_text())["test"]
     assert a["confusion_matrix"] == b["confusion_matrix"]
     assert a["macro_f1"] == pytest.approx(b["macro_f1"], abs=1e-6)
+
+
+def test_kd_trains_from_a_finished_teacher_run_and_reloads_its_checkpoint(
+    cells_dir: Path, tmp_path: Path
+) -> None:
+    teacher = run_method("supervised", _config(cells_dir, tmp_path / "teacher", epochs=1))
+    student = run_method(
+        "kd",
+        _config(cells_dir, tmp_path / "kd", epochs=1),
+        {"teacher_runs": str(teacher.run_dir), "unlabelled": True, "mu": 1, "max_unlabelled": 16},
+    )  # the best checkpoint is reloaded with weights_only=True: teachers must not be pickled into it
+    assert student.metrics["test"]["n"] == teacher.metrics["test"]["n"]
+    assert student.metrics["teachers"] == [str(teacher.run_dir)]
+    other = _config(cells_dir, tmp_path / "other-split", epochs=1, seed=1)
+    from semicompact.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="was trained on another split"):
+        run_method("kd", other, {"teacher_runs": str(teacher.run_dir)})

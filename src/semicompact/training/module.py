@@ -38,7 +38,9 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "class_weights"])
+        # method-specific modules and tensors (teachers, soft targets) stay out of the checkpoint
+        # hyper-parameters: those are loaded with weights_only=True
+        self.save_hyperparameters(ignore=["model", "class_weights", "teachers", "soft_targets", "prior"])
         self.model = model
         self.classes = list(classes)
         k = len(self.classes)
