@@ -86,7 +86,8 @@ def execute(spec: RunSpec, folder: Path, recipe: Recipe) -> dict[str, Any]:
     train = TrainConfig.from_dict({**spec.train, "out": str(folder)})
     metrics = _read_json(folder / "metrics.json")
     if "test" not in metrics:  # metrics.json is a method's last write: present means trained
-        resume = (folder / "config.json").is_file()
+        # a method writes method.json (semi-supervised) or config.json (supervised) when it starts
+        resume = (folder / "config.json").is_file() or (folder / "method.json").is_file()
         result = run_method(spec.method_name, train, spec.method_options, resume=resume)
         metrics = result.metrics or _read_json(folder / "metrics.json")
     if recipe.profile:
