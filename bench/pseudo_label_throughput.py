@@ -81,7 +81,8 @@ def main() -> None:
         "# Pseudo-labelling throughput (data distillation)",
         "",
         f"Command: `.venv/bin/python bench/pseudo_label_throughput.py --data {args.data} --out {args.out}"
-        f" --model {args.model} --image-size {args.image_size} --batch {args.batch} --images {args.images}`",
+        f" --model {args.model} --image-size {args.image_size} --batch {args.batch} --images {args.images}"
+        f" --repeats {args.repeats}`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, Python {sys.version.split()[0]}. Model {args.model} at "

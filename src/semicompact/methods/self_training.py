@@ -88,7 +88,7 @@ def start_run(method: Method, train: TrainConfig, resume: bool) -> tuple[Path, T
     if resume:
         stored = json.loads((run_dir / "method.json").read_text(encoding="utf-8"))
         train = TrainConfig.from_dict(stored["train"])
-        method.config = stored["options"]
+        method.config = {**method.options, **stored["options"]}  # options added since keep defaults
     run_dir.mkdir(parents=True, exist_ok=True)
     source = open_source(train.data, unlabelled=train.unlabelled, class_names=train.class_names)
     build_split(train, run_dir, source)
