@@ -60,25 +60,16 @@ class SemiSupervisedModule(ClassifierModule):
         return int(batch["x"][0].shape[0]) if isinstance(batch, dict) else super().labelled_batch_size(batch)
 
     def body_steps(self) -> int:
-        """Optimiser steps since the head-only stage ended (0 during it)."""
-        if self._trainer is None:
-            return 0
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        return max(0, int(self.global_step - self.hparams.head_epochs * per_epoch))
-
-    def progress(self) -> float:
-        """Fraction done of the training steps after the head-only stage (0 during that stage).
+        """Optimiser steps since the head-only stage ended (0 during it).
 
         Ramp-ups start when the body is unfrozen: before that the new head guesses close to
         uniform, and a consistency loss on those guesses only pulls the network towards them.
         """
         if self._trainer is None:
-            return 1.0
+            return 0
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        start = self.hparams.head_epochs * per_epoch
-        return float(min(1.0, max(0.0, (self.global_step - start) / max(1.0, total - start))))
+        return max(0, int(self.global_step - self.hparams.head_epochs * per_epoch))
 
 
 def _ema_with_warmup(decay: float) -> Any:
