@@ -93,6 +93,27 @@ def test_ensemble_averages_views_and_keeps_pool_order(cells_dir: Path) -> None:
     # two identical teachers give the same probabilities as one
     twice = ensemble_predict([(model, 32), (model, 32)], dm, pool, [], batch_size=7)
     assert torch.allclose(twice.probs, plain.probs, atol=1e-6)
+    # a teacher with weight 0 (no skill above chance) does not move the ensemble
+    muted = ensemble_predict([(model, 32), (_Uniform(), 32)], dm, pool, [], batch_size=7, weights=[1.0, 0.0])
+    assert torch.allclose(muted.probs, plain.probs, atol=1e-6)
+    mean = ensemble_predict([(model, 32), (_Uniform(), 32)], dm, pool, [], batch_size=7)
+    assert torch.allclose(mean.probs, (plain.probs + 0.5) / 2, atol=1e-6)
+
+
+class _Uniform(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 2)
+
+
+def test_teacher_weights_follow_skill_above_chance() -> None:
+    from semicompact.methods.pseudo import teacher_weights
+
+    # 4 classes: chance 0.25; skills 0.5 and 0.1 -> weights 5/6 and 1/6
+    w = teacher_weights([0.75, 0.35], 4)
+    assert w == pytest.approx([5 / 6, 1 / 6])
+    assert teacher_weights([0.8, 0.8, 0.8], 3) == pytest.approx([1 / 3] * 3)  # equal teachers: the mean
+    assert teacher_weights([0.9, 0.2], 4) == pytest.approx([1.0, 0.0])  # below chance: muted
+    assert teacher_weights([0.1, 0.2], 4) == [1.0, 1.0]  # all useless: the plain mean, not a crash
 
 
 def test_temperature_scaling_sharpens_an_underconfident_model() -> None:

@@ -145,13 +145,18 @@ def ensemble_predict(
     device: str | torch.device = "cpu",
     batch_size: int = 256,
     temperatures: list[float] | None = None,
+    weights: list[float] | None = None,
 ) -> PseudoLabels:
-    """Mean probability over every teacher and view (the identity plus each transform)."""
+    """Mean probability over the views (the identity plus each transform) of each teacher, then the
+    teachers' weighted mean (equal ``weights`` by default: the paper's mean probability)."""
     temperatures = temperatures or [1.0] * len(teachers)
+    weights = weights or [1.0] * len(teachers)
+    if len(weights) != len(teachers) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"teacher weights must be {len(teachers)} non-negative numbers, got {weights}")
     total: torch.Tensor | None = None
     refs: list[str] = []
     true: list[int | None] = []
-    for (model, size), temperature in zip(teachers, temperatures, strict=True):
+    for (model, size), temperature, weight in zip(teachers, temperatures, weights, strict=True):
         model = model.to(device).eval()
         dm = SemiCompactDataModule(
             datamodule.source,
@@ -173,16 +178,31 @@ def ensemble_predict(
             parts.append(p.cpu())
             labels.append(y)
         probs = torch.cat(parts) if parts else torch.empty(0, len(datamodule.classes))
-        total = probs if total is None else total + probs
+        total = weight * probs if total is None else total + weight * probs
         if not refs:
             skipped = {ref for ref, _ in read_skip_log(datamodule.skip_log)}
             refs = [str(e[0]) for e in entries if str(e[0]) not in skipped]
             true = [int(v) for v in torch.cat(labels).tolist()] if labels else []
         model.cpu()
     assert total is not None
-    probs = total / len(teachers)
+    probs = total / sum(weights)
     true_labels: list[int | None] = [None if v < 0 else v for v in true]
     return PseudoLabels(refs, probs, true_labels, list(datamodule.classes))
+
+
+def teacher_weights(scores: list[float], n_classes: int) -> list[float]:
+    """Ensemble weights from each teacher's validation macro-F1 above chance (``1 / n_classes``).
+
+    Why: a mean over teachers is only as confident as their agreement, so one teacher near chance
+    (e.g. a network that fine-tunes slowly on a few dozen images) pulls every image below the
+    threshold and self-training silently turns into supervised training. Weighting by skill above
+    chance keeps the ensemble of equally good teachers a plain mean and mutes a useless one.
+    """
+    chance = 1.0 / max(n_classes, 1)
+    skill = [max(s - chance, 0.0) for s in scores]
+    if sum(skill) <= 0:
+        return [1.0] * len(scores)
+    return [v / sum(skill) for v in skill]
 
 
 def save_soft_targets(path: Path, pseudo: PseudoLabels, selected: list[int]) -> None:

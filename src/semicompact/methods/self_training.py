@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from ..data import SemiCompactDataModule, open_source
 from ..data.tta import PAPER_TTA, build_tta
 from ..errors import ConfigError
+from ..evaluate.metrics import classification_metrics
 from ..evaluate.predict import inference_device, predict_loader
 from ..io import write_json
 from ..training.config import TrainConfig
@@ -27,7 +28,7 @@ from ..training.module import ClassifierModule
 from ..training.run import FitHooks, RunResult, build_split, fit, is_worker_process
 from ._options import as_list, number
 from .base import Method, register_method
-from .pseudo import PseudoLabels, ensemble_predict, fit_temperature, subsample_pool
+from .pseudo import PseudoLabels, ensemble_predict, fit_temperature, subsample_pool, teacher_weights
 from .teachers import load_teachers, train_teachers
 
 console = Console(stderr=True)
@@ -164,6 +165,7 @@ class SelfTraining(Method):
         "max_unlabelled": None,
         "inference_batch_size": 256,
         "calibrate": True,
+        "ensemble": "weighted",
     }
 
     def validate(self) -> None:
@@ -172,6 +174,10 @@ class SelfTraining(Method):
         if c["labels"] not in ("hard", "soft"):
             raise ConfigError(
                 f"--method {self.name}: option labels must be hard or soft, got '{c['labels']}'"
+            )
+        if c["ensemble"] not in ("weighted", "mean"):
+            raise ConfigError(
+                f"--method {self.name}: option ensemble must be weighted or mean, got '{c['ensemble']}'"
             )
         if int(c["rounds"]) < 1:
             raise ConfigError(f"--method {self.name}: option rounds must be at least 1, got {c['rounds']}")
@@ -207,6 +213,7 @@ class SelfTraining(Method):
         if cache.is_file():
             stored = torch.load(cache, map_location="cpu", weights_only=True)
             pseudo = PseudoLabels(stored["refs"], stored["probs"], stored["true"], manifest.classes)
+            teacher_checks = stored.get("teacher_checks", [])
         else:
             dm = SemiCompactDataModule(
                 source,
@@ -225,20 +232,33 @@ class SelfTraining(Method):
                 )
             device = inference_device() if student.accelerator in ("auto", "gpu", "cuda") else "cpu"
             teachers = load_teachers(teacher_dirs)
-            temperatures = (
-                [_val_temperature(m, size, dm, device) for m, size in teachers] if c["calibrate"] else None
-            )
+            checks = [_val_check(m, size, dm, device) for m, size in teachers]
+            teacher_checks = [{"temperature": t, "val_macro_f1": f1} for t, f1 in checks]
+            temperatures = [t for t, _ in checks] if c["calibrate"] else None
+            weights = None
+            if c["ensemble"] == "weighted" and len(teachers) > 1:
+                weights = teacher_weights([f1 for _, f1 in checks], len(manifest.classes))
+                for check, w in zip(teacher_checks, weights, strict=True):
+                    check["weight"] = w
+                shown = ", ".join(f"{w:.2f}" for w in weights)
+                console.print(f"teacher weights from validation macro-F1: {shown}")
             pseudo = ensemble_predict(
-                teachers, dm, pool, transforms, device, int(c["inference_batch_size"]), temperatures
+                teachers, dm, pool, transforms, device, int(c["inference_batch_size"]), temperatures, weights
             )
             if not is_worker_process():
-                buffer = {"refs": pseudo.refs, "probs": pseudo.probs, "true": pseudo.true}
+                buffer = {
+                    "refs": pseudo.refs,
+                    "probs": pseudo.probs,
+                    "true": pseudo.true,
+                    "teacher_checks": teacher_checks,
+                }
                 _atomic_torch_save(buffer, cache)
         threshold = float(c["confidence"])
         selected = pseudo.select(threshold, balance=bool(c["balance"]))
         summary = pseudo.summary(selected, threshold)
         summary["teachers"] = [str(d) for d in teacher_dirs]
         summary["transforms"] = [t.name for t in transforms]
+        summary["teacher_checks"] = teacher_checks
         if not is_worker_process():
             pseudo.write(out / "pseudo_labels.csv", selected)
             write_json(out / "pseudo_summary.json", summary)
@@ -259,13 +279,15 @@ class SelfTraining(Method):
         return fit(student, resume=resume and (out / "config.json").is_file(), hooks=hooks)
 
 
-def _val_temperature(model: Any, size: int, dm: SemiCompactDataModule, device: Any) -> float:
-    """The teacher's temperature fitted on the validation split (at the teacher's input size)."""
+def _val_check(model: Any, size: int, dm: SemiCompactDataModule, device: Any) -> tuple[float, float]:
+    """The teacher's temperature fitted on the validation split and its macro-F1 there (at the
+    teacher's input size)."""
     val = SemiCompactDataModule(dm.source, dm.manifest, image_size=size, batch_size=256, skip_log=dm.skip_log)
     probs, targets = predict_loader(model, val.val_dataloader(), device)
     temperature = fit_temperature(probs, targets)
-    console.print(f"teacher temperature on the validation split: {temperature:.3f}")
-    return temperature
+    f1 = classification_metrics(probs, targets, list(dm.classes))["macro_f1"] if targets.numel() else 0.0
+    console.print(f"teacher on the validation split: temperature {temperature:.3f}, macro-F1 {f1:.3f}")
+    return temperature, float(f1)
 
 
 def _soft_module(model: Any, classes: list[str], datamodule: Any, **kwargs: Any) -> ClassifierModule:
