@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="", help="compressors (default: every registered one)")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--kd-alpha", type=float, default=0.0)
+    parser.add_argument(
+        "--finetune-unlabelled",
+        type=int,
+        default=0,
+        help="unlabelled images distilled from the float model while fine-tuning (-1: all; needs --kd-alpha)",
+    )
     parser.add_argument("--max-test", type=int, default=1000)
     parser.add_argument(
         "--max-train", type=int, default=300, help="labelled images used to fine-tune/calibrate"
@@ -194,6 +200,7 @@ def bench_run(run_dir: Path, methods: list[str], args: argparse.Namespace) -> di
                 work / method,
                 finetune_epochs=args.finetune_epochs,
                 kd_alpha=args.kd_alpha,
+                finetune_unlabelled=args.finetune_unlabelled,
                 overwrite=True,
                 evaluate=False,
                 datamodule=dm,

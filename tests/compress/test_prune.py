@@ -140,3 +140,44 @@ def test_finetuning_recovers_accuracy_and_distillation_follows_teacher(
 
     assert kl(distilled.module) < 0.75 * kl(damaged.module)
     assert kl(distilled.module) < kl(tuned.module)
+
+
+def test_finetuning_on_unlabelled_images_follows_the_teacher_closer(cells_dir: Path, tmp_path: Path) -> None:
+    """With 30 labels per class, distilling on the unlabelled pool too brings a pruned network closer to
+    its float teacher than distilling on the labelled images alone (same epochs, same seed); the
+    pool's own labels are never used."""
+    from semicompact.compress.finetune import _TrainOnly
+
+    model, dm = trained_mobilenet(cells_dir)
+    pool = len(dm.manifest.unlabelled)
+    assert pool > len(dm.manifest.labelled)
+    labels = torch.cat([y for _, y in _TrainOnly(dm, unlabelled=-1).train_dataloader()])
+    assert int((labels == -1).sum()) == pool  # hidden, although the synthetic pool knows them
+    assert int((labels >= 0).sum()) == len(dm.manifest.labelled)
+    some = torch.cat([y for _, y in _TrainOnly(dm, unlabelled=50).train_dataloader()])
+    assert int((some == -1).sum()) == 50
+
+    prune = get_compressor("prune", ratio=0.3)
+
+    def distilled(unlabelled: int, out: str) -> torch.nn.Module:
+        ctx = make_ctx(model, tmp_path / out, datamodule=dm, finetune_epochs=1, finetune_lr=1e-3)
+        ctx.teacher, ctx.kd_alpha, ctx.finetune_unlabelled = model, 0.7, unlabelled
+        return prune.compress(ctx).module
+
+    x = torch.cat([dm.on_after_batch_transfer(b, 0)[0] for b in dm.test_dataloader()])
+    target = torch.softmax(logits(model, x), 1)
+
+    def kl(student: torch.nn.Module) -> float:
+        log_p = torch.log_softmax(logits(student, x), 1)
+        return float(torch.nn.functional.kl_div(log_p, target, reduction="batchmean"))
+
+    pool_kl, labels_kl = kl(distilled(-1, "pool")), kl(distilled(0, "labels"))
+    assert pool_kl < 0.9 * labels_kl  # measured: 1.53 against 2.05
+
+
+def test_finetuning_on_unlabelled_images_needs_a_teacher(cells_dir: Path, tmp_path: Path) -> None:
+    from semicompact.compress.run import run_compression
+
+    with pytest.raises(ConfigError) as error:
+        run_compression("prune", tmp_path / "x", tmp_path / "out", finetune_epochs=1, finetune_unlabelled=-1)
+    assert str(error.value) == "--finetune-unlabelled needs a teacher to learn from: set --kd-alpha above 0"

@@ -47,6 +47,13 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="Weight of distillation from the float model while fine-tuning (0-1).")
         ] = 0.0,
         kd_temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
+        finetune_unlabelled: Annotated[
+            int,
+            typer.Option(
+                help="Also fine-tune on this many unlabelled images, taught by the float model alone "
+                "(-1: all; needs --kd-alpha > 0)."
+            ),
+        ] = 0,
         max_test: Annotated[
             int | None, typer.Option(help="Evaluate on a fixed random subset of this many test images.")
         ] = None,
@@ -63,6 +70,9 @@ def register(app: typer.Typer) -> None:
           semicompact compress runs/blood --method qat --finetune-epochs 2 --kd-alpha 0.5 --out runs/blood-qat
 
           semicompact compress runs/blood --method prune --option ratio=0.5 --finetune-epochs 3 --out runs/p50
+
+          semicompact compress runs/blood --method deep_compression --finetune-epochs 3 --kd-alpha 0.7
+          --finetune-unlabelled 2000 --out runs/dc
         """
         from rich.console import Console
 
@@ -81,6 +91,7 @@ def register(app: typer.Typer) -> None:
             finetune_lr=finetune_lr,
             kd_alpha=kd_alpha,
             kd_temperature=kd_temperature,
+            finetune_unlabelled=finetune_unlabelled,
             seed=seed,
             max_test=max_test,
             batch_size=batch_size,

@@ -34,6 +34,7 @@ class CompressionContext:
     finetune_lr: float = 1e-4
     kd_alpha: float = 0.0  # weight of the soft-target loss while fine-tuning (0: labels only)
     kd_temperature: float = 4.0
+    finetune_unlabelled: int = 0  # unlabelled images distilled from the teacher too (-1: all, 0: none)
 
     def require_data(self, method: str, why: str) -> Any:
         if self.datamodule is None:
@@ -53,6 +54,7 @@ class CompressionContext:
             kd_alpha=self.kd_alpha,
             temperature=self.kd_temperature,
             seed=self.seed,
+            unlabelled=self.finetune_unlabelled,
         )
 
 

@@ -2,11 +2,15 @@
 
 Used by every compressor that needs to recover accuracy (pruning, weight sharing, low rank, XNOR,
 QAT). The data is the run's own training data, so compression composes with the semi-supervised
-methods: a student trained on pseudo-labels is fine-tuned on the same pseudo-labels.
+methods: a student trained on pseudo-labels is fine-tuned on the same pseudo-labels. With few labels,
+``unlabelled`` adds images of the unlabelled pool that are learnt from the float teacher's soft
+targets alone: pruning destroys more than a few hundred labelled images can rebuild, while the
+teacher can label thousands of images for free.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -14,6 +18,8 @@ import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..errors import ConfigError
 
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
@@ -38,7 +44,8 @@ class FinetuneModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.module = module
-        self.teacher = teacher.eval() if teacher is not None and kd_alpha > 0 else None
+        # a frozen copy: the caller's model (often the very network being compressed) stays trainable
+        self.teacher = copy.deepcopy(teacher).eval() if teacher is not None and kd_alpha > 0 else None
         if self.teacher is not None:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
@@ -52,7 +59,8 @@ class FinetuneModule(L.LightningModule):
         if x.shape[0] == 0:
             return None
         logits = self.module(x)
-        loss = F.cross_entropy(logits, y)
+        labelled = y >= 0  # unlabelled images (label -1) learn from the teacher only
+        loss = F.cross_entropy(logits[labelled], y[labelled]) if bool(labelled.any()) else logits.sum() * 0
         if self.teacher is not None:
             with torch.no_grad():
                 target = self.teacher(x)
@@ -79,10 +87,14 @@ def finetune(
     kd_alpha: float = 0.0,
     temperature: float = 4.0,
     seed: int = 0,
+    unlabelled: int = 0,
 ) -> nn.Module:
-    """Train ``module`` in place for ``epochs`` epochs on ``datamodule``'s training loader; returns it."""
+    """Train ``module`` in place for ``epochs`` epochs on ``datamodule``'s training loader (plus up to
+    ``unlabelled`` images of its unlabelled pool, -1 for all, taught by ``teacher``); returns it."""
     if epochs <= 0:
         return module.eval()
+    if unlabelled and (teacher is None or kd_alpha <= 0):
+        raise ConfigError("--finetune-unlabelled needs a teacher to learn from: set --kd-alpha above 0")
     L.seed_everything(seed, workers=True, verbose=False)
     wrapper = FinetuneModule(module, epochs, lr, teacher, kd_alpha, temperature)
     trainer = L.Trainer(
@@ -96,19 +108,33 @@ def finetune(
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )
-    trainer.fit(wrapper, datamodule=_TrainOnly(datamodule))
+    trainer.fit(wrapper, datamodule=_TrainOnly(datamodule, unlabelled, seed))
     return module.cpu().eval()
 
 
 class _TrainOnly(L.LightningDataModule):
     """The run's data module without validation (fine-tuning runs a fixed number of epochs)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, unlabelled: int = 0, seed: int = 0) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner, self.unlabelled, self.seed = inner, unlabelled, seed
 
     def train_dataloader(self) -> Any:
-        return self.inner.train_dataloader()
+        if not self.unlabelled:
+            return self.inner.train_dataloader()
+        from ..methods.pseudo import subsample_pool
+
+        pool = list(self.inner.manifest.unlabelled)
+        if not pool:
+            raise ConfigError(
+                "--finetune-unlabelled: the run's split has no unlabelled images to distil on; "
+                "give --data with an unlabelled pool or drop the option"
+            )
+        limit = None if self.unlabelled < 0 else self.unlabelled
+        # the pool's known labels (benchmark data) are hidden: these images learn from the teacher only
+        extra = [[e[0], None] for e in subsample_pool(pool, limit, self.seed)]
+        entries = [list(e) for e in self.inner.manifest.labelled] + extra
+        return self.inner.loader_for(entries, shuffle=True)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         self.inner.trainer = self.trainer

@@ -146,6 +146,7 @@ def run_compression(
     finetune_lr: float = 1e-4,
     kd_alpha: float = 0.0,
     kd_temperature: float = 4.0,
+    finetune_unlabelled: int = 0,
     seed: int = 0,
     max_test: int | None = None,
     batch_size: int | None = None,
@@ -165,6 +166,12 @@ def run_compression(
         raise ConfigError(f"--kd-alpha must be between 0 and 1, got {kd_alpha}")
     if kd_temperature <= 0:
         raise ConfigError(f"--kd-temperature must be positive, got {kd_temperature}")
+    if finetune_unlabelled and kd_alpha <= 0:
+        raise ConfigError("--finetune-unlabelled needs a teacher to learn from: set --kd-alpha above 0")
+    if finetune_unlabelled < -1:
+        raise ConfigError(
+            f"--finetune-unlabelled must be -1 (all), 0 (none) or a count, got {finetune_unlabelled}"
+        )
     compressor = get_compressor(method, **(options or {}))  # bad method/options fail before any work
     model_file, run_dir = resolve_source(source)
     model, card = load_model(model_file)
@@ -186,6 +193,7 @@ def run_compression(
             finetune_lr=finetune_lr,
             kd_alpha=kd_alpha,
             kd_temperature=kd_temperature,
+            finetune_unlabelled=finetune_unlabelled,
         )
         start = time.perf_counter()
         try:
@@ -210,6 +218,7 @@ def run_compression(
                 "lr": finetune_lr,
                 "kd_alpha": kd_alpha,
                 "kd_temperature": kd_temperature,
+                "unlabelled": finetune_unlabelled,
                 "seed": seed,
             },
             "files": [_relative(f, tmp) for f in result.files],
