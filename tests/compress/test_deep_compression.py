@@ -183,6 +183,41 @@ def test_centroid_finetuning_keeps_sharing_and_sparsity(cells_dir: Path, tmp_pat
     torch.testing.assert_close(logits(decoded, x), logits(tuned.module, x), rtol=0, atol=1e-6)
 
 
+def _overall_sparsity(model: torch.nn.Module) -> float:
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    return float(sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights))
+
+
+def test_gradual_global_pruning_follows_the_cubic_schedule(tmp_path: Path, monkeypatch) -> None:
+    """prune_steps=3 reaches the sparsity in 3 growing steps (0.9 x (1 - (1 - t/3)^3)), fine-tuning
+    after each; one global threshold spares the narrow early layers (large weights) and cuts the wide
+    late ones harder, but never the whole head; masks survive the (simulated) fine-tuning."""
+    model = tiny_model("resnet18")
+    seen: list[float] = []
+
+    def fake_finetune(module, epochs=None, lr=None):
+        seen.append(_overall_sparsity(module))
+        with torch.no_grad():  # "training" moves every weight; pruned ones must stay zero
+            for m in module.modules():
+                if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
+                    m.weight_orig.add_(1e-4)
+        return module
+
+    ctx = make_ctx(model, tmp_path, finetune_epochs=3)
+    monkeypatch.setattr(ctx, "finetune", fake_finetune)
+    opts = dict(sparsity=0.9, prune_steps=3, global_pruning=True, share_epochs=0)
+    result = get_compressor("deep_compression", **opts).compress(ctx)
+    expected = [0.9 * (1 - (1 - t / 3) ** 3) for t in (1, 2, 3)]  # 0.633, 0.867, 0.9
+    assert seen == pytest.approx(expected, abs=2e-3)
+    assert result.notes["weight_sparsity"] == pytest.approx(0.9, abs=1e-3)
+    net = result.module.net
+    early = float((net.layer1[0].conv1.weight == 0).float().mean())
+    late = float((net.layer4[1].conv2.weight == 0).float().mean())
+    head = float((net.fc.weight == 0).float().mean())
+    assert early < 0.6 < 0.92 < late  # per-layer pruning would give 0.9 to both
+    assert head == pytest.approx(0.9, abs=0.01)  # in the global pool the small head would go entirely
+
+
 @pytest.mark.parametrize(
     ("options", "name"),
     [
@@ -191,6 +226,8 @@ def test_centroid_finetuning_keeps_sharing_and_sparsity(cells_dir: Path, tmp_pat
         ({"fc_pos_bits": 20}, "fc_pos_bits"),
         ({"share_epochs": -1}, "share_epochs"),
         ({"bits": 4}, "bits"),
+        ({"prune_steps": 0}, "prune_steps"),
+        ({"global_pruning": "yes"}, "global_pruning"),
     ],
 )
 def test_bad_options_name_the_option(options: dict, name: str, tmp_path: Path) -> None:

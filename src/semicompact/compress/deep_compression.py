@@ -1,7 +1,8 @@
 """Deep Compression (Han, Mao & Dally, ICLR 2016): prune, share weights by k-means, Huffman-code.
 
-1. Magnitude pruning: the smallest ``sparsity`` fraction of every conv/linear weight becomes zero and
-   stays zero while the network is fine-tuned (``prune_epochs``).
+1. Magnitude pruning: the smallest ``sparsity`` fraction of every conv/linear weight (or, with
+   ``global_pruning``, of all of them under one threshold) becomes zero and stays zero while the
+   network is fine-tuned (``prune_epochs``); ``prune_steps > 1`` gets there gradually.
 2. Weight sharing: the remaining weights of a layer are clustered into ``2**bits`` centroids
    (``conv_bits``, ``fc_bits``; linear initialisation as in the paper). Fine-tuning (``share_epochs``)
    then trains the centroids: the gradient of each centroid is the sum of the gradients of the weights
@@ -40,6 +41,7 @@ from ..errors import ConfigError, ModelError
 from ..io import write_bytes
 from . import huffman
 from .base import CompressedModel, CompressionContext, Compressor, register_compressor
+from .prune import epochs_per_step, magnitude_masks
 
 MAGIC = b"SCDCMP1\n"
 _PREFIX = struct.Struct("<8sQ32s")
@@ -57,6 +59,8 @@ class DeepCompression(Compressor):
         "conv_pos_bits": 8,  # relative-position (gap) bits for convolutions (paper: 8)
         "fc_pos_bits": 5,  # ... and for fully connected layers (paper: 5)
         "prune_epochs": None,  # fine-tuning epochs after pruning (None: --finetune-epochs)
+        "prune_steps": 1,  # reach `sparsity` in this many steps (cubic schedule), fine-tuning between
+        "global_pruning": False,  # one magnitude threshold over all layers instead of `sparsity` per layer
         "share_epochs": None,  # centroid fine-tuning epochs (None: --finetune-epochs)
         "kmeans_iters": 30,
     }
@@ -70,13 +74,22 @@ class DeepCompression(Compressor):
         prune_epochs = ctx.finetune_epochs if cfg["prune_epochs"] is None else cfg["prune_epochs"]
         share_epochs = ctx.finetune_epochs if cfg["share_epochs"] is None else cfg["share_epochs"]
 
-        # 1. magnitude pruning with fixed masks while fine-tuning
-        for _, module in layers:
-            torch_prune.l1_unstructured(module, "weight", amount=cfg["sparsity"])
-        # fine-tuning in eval mode: the weights approximate the originals, so the BatchNorm statistics
-        # stay valid, and a few steps of batch statistics would only make them drift (measured)
-        if prune_epochs > 0:
-            ctx.finetune(model, epochs=prune_epochs)
+        # 1. magnitude pruning with fixed masks while fine-tuning; with prune_steps > 1 the sparsity
+        # grows as s * (1 - (1 - t/T)^3) (Zhu & Gupta 2017): big cuts early, while the network can
+        # still recover, small ones at the end. Fine-tuning runs in eval mode: the weights approximate
+        # the originals, so the BatchNorm statistics stay valid, and a few steps of batch statistics
+        # would only make them drift (measured).
+        steps = cfg["prune_steps"]
+        per_step = epochs_per_step(prune_epochs, steps)
+        for step in range(1, steps + 1):
+            target = cfg["sparsity"] * (1.0 - (1.0 - step / steps) ** 3)
+            for module, mask in _pruning_masks(model, layers, target, cfg["global_pruning"]):
+                torch_prune.custom_from_mask(module, "weight", mask)
+            if per_step[step - 1] > 0:
+                ctx.finetune(model, epochs=per_step[step - 1])
+            if step < steps:  # fold the mask in; the next step's magnitudes rank the zeros first
+                for _, module in layers:
+                    torch_prune.remove(module, "weight")
         masks = {}
         for name, module in layers:
             masks[name] = module.weight_mask.detach().bool().clone()
@@ -138,10 +151,41 @@ def _check_options(config: dict[str, Any]) -> dict[str, Any]:
         v = cfg[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise ConfigError(f"--method deep_compression: option {key}={v!r} must be an integer >= 0")
+    v = cfg["prune_steps"]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"--method deep_compression: option prune_steps={v!r} must be an integer >= 1")
+    if not isinstance(cfg["global_pruning"], bool):
+        raise ConfigError(
+            f"--method deep_compression: option global_pruning={cfg['global_pruning']!r} "
+            "must be true or false"
+        )
     v = cfg["kmeans_iters"]
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"--method deep_compression: option kmeans_iters={v!r} must be an integer >= 1")
     return cfg
+
+
+def _pruning_masks(
+    model: nn.Module, layers: list[tuple[str, nn.Module]], sparsity: float, global_scope: bool
+) -> list[tuple[nn.Module, torch.Tensor]]:
+    """Magnitude masks per layer, or under one threshold for the body. The head is always pruned on
+    its own: its weights start small, and one global threshold would cut the classifier entirely."""
+    head = getattr(model, "head", None)
+    head_ids = {id(m) for m in head.modules()} if isinstance(head, nn.Module) else set()
+    groups = (
+        [[m for _, m in layers]]
+        if not global_scope
+        else [
+            [m for _, m in layers if id(m) not in head_ids],
+            [m for _, m in layers if id(m) in head_ids],
+        ]
+    )
+    pairs = []
+    for group in groups:
+        if group:
+            masks = magnitude_masks([m.weight.detach() for m in group], sparsity, global_scope)
+            pairs += list(zip(group, masks, strict=True))
+    return pairs
 
 
 def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -107,7 +107,7 @@ class Prune(Compressor):
             ignored_layers=[model.head],
             round_to=cfg["round_to"] or None,
         )
-        per_step = _epochs_per_step(ctx.finetune_epochs, steps)
+        per_step = epochs_per_step(ctx.finetune_epochs, steps)
         for step in range(steps):
             if cfg["importance"] == "taylor":
                 _accumulate_gradients(model, ctx, cfg["taylor_batches"])
@@ -124,7 +124,7 @@ class Prune(Compressor):
         if not layers:
             raise ModelError("--method prune kind=unstructured: the model has no conv/linear layer to prune")
         steps = cfg["steps"]
-        per_step = _epochs_per_step(ctx.finetune_epochs, steps)
+        per_step = epochs_per_step(ctx.finetune_epochs, steps)
         for step in range(steps):
             masks = magnitude_masks(
                 [m.weight.detach() for m in layers], cfg["ratio"] * (step + 1) / steps, cfg["global_pruning"]
@@ -167,7 +167,7 @@ def _image_size(ctx: CompressionContext) -> int:
     return int(size) if size else 224
 
 
-def _epochs_per_step(total: int, steps: int) -> list[int]:
+def epochs_per_step(total: int, steps: int) -> list[int]:
     """``total`` fine-tuning epochs shared out over ``steps`` (later steps get the remainder)."""
     base, extra = divmod(max(0, int(total)), steps)
     return [base + (1 if i >= steps - extra else 0) for i in range(steps)]
