@@ -98,6 +98,10 @@ def test_runs_skips_and_resumes(tmp_path: Path) -> None:
     CALLS.clear()
     fourth = run_grid(recipe, out, console=quiet())
     assert (fourth.done, fourth.skipped, CALLS) == (1, 7, [])
+    adopted = json.loads((victim / RESULT).read_text())
+    # its wall time is unknown (the seconds of this pass would understate it in the cost tables)
+    assert adopted["trained_earlier"] is True and adopted["elapsed_s"] is None
+    assert result["trained_earlier"] is False and result["elapsed_s"] > 0
 
 
 def test_failure_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:

@@ -164,6 +164,9 @@ def run_grid(
         folder = run_dir(out, spec)
         t0 = time.perf_counter()
         started = _now()
+        # trained by an earlier pass that died before its result file (or a checkout that kept only
+        # metrics.json): its wall time is unknown, and the seconds spent here would understate it
+        trained_earlier = "test" in _read_json(folder / "metrics.json")
         try:
             metrics = execute(spec, folder, recipe)
         except KeyboardInterrupt:
@@ -196,7 +199,8 @@ def run_grid(
                     "id": spec.id,
                     "status": "done",
                     "fingerprint": spec.fingerprint(),
-                    "elapsed_s": elapsed,
+                    "elapsed_s": None if trained_earlier else elapsed,
+                    "trained_earlier": trained_earlier,
                     "macro_f1": test.get("macro_f1"),
                     "f1": test.get("f1"),
                     "accuracy": test.get("accuracy"),
@@ -208,9 +212,10 @@ def run_grid(
             summary.done += 1
             score = test.get("macro_f1")
             status = "done" + (f", macro-F1 {score:.3f}" if isinstance(score, float) else "")
-        times.append(elapsed)
+        if not trained_earlier:
+            times.append(elapsed)
         remaining = len(todo) - k
-        per_run = sum(times) / len(times)
+        per_run = sum(times) / len(times) if times else 0.0
         console.print(
             f"{label}[{k}/{len(todo)}] {spec.id}: {status} in {elapsed:.1f} s | "
             f"done {summary.done + summary.skipped}/{len(mine)}, failed {len(summary.failed)}, "
