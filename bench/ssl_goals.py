@@ -1,0 +1,116 @@
+"""Issue 5's goals, checked on a benchmark folder of semi-supervised runs (test macro-F1).
+
+For every student network: mean(std) over seeds of each method on each dataset, its change against
+the baseline method in points, and the three goals:
+
+- every method's mean over the datasets at least the baseline's;
+- the best method at least +5 points over the baseline on average;
+- FixMatch and MixMatch never more than 1 point below the baseline on any dataset.
+
+Only (dataset, seed) pairs where both the method and the baseline finished are compared, so a
+partly run grid gives honest partial numbers (the seeds used are listed).
+
+    .venv/bin/python bench/ssl_goals.py bench/results/ssl_medmnist_64 \
+        --out bench/results/ssl_medmnist_64/goals.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from semicompact.io import write_text
+from semicompact.report.collect import collect
+
+CONSISTENCY = ("fixmatch", "mixmatch")
+
+
+def paired_scores(bench: Path, metric: str, baseline: str) -> pd.DataFrame:
+    """One row per (model, dataset, seed, method) with the score and the baseline's score, in points."""
+    done = pd.DataFrame(collect(bench).done)
+    base = done[done["method"] == baseline][["model", "dataset", "seed", metric]]
+    pairs = done.merge(base, on=["model", "dataset", "seed"], suffixes=("", "_base"))
+    pairs["score"] = 100 * pairs[metric]
+    pairs["change"] = 100 * (pairs[metric] - pairs[f"{metric}_base"])
+    return pairs
+
+
+def _cell(values: pd.Series) -> str:
+    if len(values) == 1:
+        return f"{values.iloc[0]:.1f}"
+    return f"{values.mean():.1f}({values.std(ddof=1):.1f})"
+
+
+def model_section(pairs: pd.DataFrame, model: str, baseline: str) -> list[str]:
+    sub = pairs[pairs["model"] == model]
+    datasets = sorted(sub["dataset"].unique())
+    methods = [baseline, *sorted(set(sub["method"]) - {baseline})]
+    lines = [f"## {model}", ""]
+    seeds = {d: sorted(sub[(sub["dataset"] == d) & (sub["method"] == baseline)]["seed"]) for d in datasets}
+    lines += ["Seeds per dataset: " + ", ".join(f"{d} {seeds[d]}" for d in datasets), ""]
+    lines += [
+        "| method | " + " | ".join(datasets) + " | mean over datasets | change vs "
+        f"{baseline} (points) | worst dataset change |",
+        "|---|" + "---|" * (len(datasets) + 3),
+    ]
+    summary = {}
+    for method in methods:
+        m = sub[sub["method"] == method]
+        per_dataset = m.groupby("dataset")["change"].mean()
+        cells = [_cell(m[m["dataset"] == d]["score"]) if d in set(m["dataset"]) else "-" for d in datasets]
+        mean_score = m.groupby("dataset")["score"].mean().mean()
+        change = per_dataset.mean()
+        summary[method] = (change, per_dataset.min(), len(per_dataset) == len(datasets))
+        worst = "" if method == baseline else f"{per_dataset.min():+.1f} ({per_dataset.idxmin()})"
+        delta = "" if method == baseline else f"{change:+.1f}"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {mean_score:.1f} | {delta} | {worst} |")
+    lines += [
+        "",
+        "Cells: test macro-F1 (%) mean(std) over seeds. Changes: mean over datasets of the "
+        "seed-averaged paired differences.",
+        "",
+    ]
+    others = {k: v for k, v in summary.items() if k != baseline}
+    complete = all(v[2] for v in others.values())
+    note = "" if complete else " (some methods lack datasets: partial)"
+    best = max(others, key=lambda k: others[k][0])
+    below = [f"{k} {v[0]:+.1f}" for k, v in others.items() if v[0] < 0]
+    ssl = {k: v for k, v in others.items() if k in CONSISTENCY}
+    ssl_bad = [f"{k} {v[1]:+.1f}" for k, v in ssl.items() if v[1] < -1.0]
+    lines += [
+        "| goal | measured | reached |",
+        "|---|---|---|",
+        f"| every method's mean >= {baseline} | lowest: "
+        f"{min(others, key=lambda k: others[k][0])} {min(v[0] for v in others.values()):+.1f}{note} | "
+        f"{'yes' if not below else '**no**: ' + ', '.join(below)} |",
+        f"| best method >= +5 points on average | {best} {others[best][0]:+.1f}{note} | "
+        f"{'yes' if others[best][0] >= 5 else '**no**'} |",
+        "| FixMatch, MixMatch never > 1 point below on any dataset | "
+        + ", ".join(f"{k} worst {v[1]:+.1f}" for k, v in ssl.items())
+        + f" | {'yes' if not ssl_bad else '**no**: ' + ', '.join(ssl_bad)} |",
+        "",
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bench", type=Path)
+    parser.add_argument("--metric", default="macro_f1", choices=["macro_f1", "f1", "accuracy"])
+    parser.add_argument("--baseline", default="supervised")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    pairs = paired_scores(args.bench, args.metric, args.baseline)
+    lines = [f"# Semi-supervised goals: {args.bench} ({args.metric})", ""]
+    for model in dict.fromkeys(pairs["model"]):
+        lines += model_section(pairs, model, args.baseline)
+    text = "\n".join(lines)
+    if args.out:
+        write_text(args.out, text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
