@@ -20,6 +20,7 @@ from semicompact.bench.recipe import load_recipe
 from semicompact.errors import DataError
 from semicompact.io import write_json
 from semicompact.methods.base import _METHODS, Method, register_method
+from semicompact.report.collect import collect
 from semicompact.training.config import TrainConfig
 from semicompact.training.run import RunResult
 
@@ -124,6 +125,16 @@ def test_failure_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
     CALLS.clear()
     no_retry = run_grid(load_recipe(path), out, console=quiet(), retry_failed=False)
     assert CALLS == [] and len(no_retry.failed) == 2
+
+
+def test_recipe_slices_into_one_folder_add_up(tmp_path: Path) -> None:
+    """One seed at a time into the same folder: bench.json (hence the report) lists every slice."""
+    out = tmp_path / "out"
+    run_grid(load_recipe(recipe_file(tmp_path, seeds=[0])), out, console=quiet())
+    run_grid(load_recipe(recipe_file(tmp_path, seeds=[1])), out, console=quiet())
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["n_runs"] == 8 and bench["recipe"]["seeds"] == [1]
+    assert sorted(r["seed"] for r in collect(out).done) == [0] * 4 + [1] * 4
 
 
 def test_changed_recipe_never_reuses_a_folder(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Layout of a benchmark folder::
 
-    OUT/bench.json                   the resolved recipe and the list of run ids (all shards agree)
+    OUT/bench.json                   the latest resolved recipe and the run ids of every pass so far
     OUT/runs/<id>/                   the method's run folder (config.json, metrics.json, ...)
     OUT/runs/<id>/bench_spec.json    what the grid asked for (a changed recipe never reuses a folder)
     OUT/runs/<id>/bench_result.json  status done/failed, wall time, error; written atomically last
@@ -118,12 +118,15 @@ def _fmt(seconds: float) -> str:
 
 
 def write_bench_file(out: Path, recipe: Recipe) -> None:
-    """``bench.json``: the same content from every shard, so concurrent writes agree."""
-    runs = recipe.runs()
-    write_json(
-        out / "bench.json",
-        {"recipe": recipe.to_dict(), "runs": [r.id for r in runs], "n_runs": len(runs)},
-    )
+    """``bench.json``: the recipe of the latest pass and every run id any pass asked for.
+
+    Recipes that slice one study (one seed, one model at a time) into the same folder add up, so the
+    report covers all of them. Shards of one recipe compute the same content, so concurrent writes agree.
+    """
+    earlier = _read_json(out / "bench.json").get("runs")
+    ids = list(earlier) if isinstance(earlier, list) else []
+    ids += [r.id for r in recipe.runs() if r.id not in set(ids)]
+    write_json(out / "bench.json", {"recipe": recipe.to_dict(), "runs": ids, "n_runs": len(ids)})
 
 
 def run_grid(
