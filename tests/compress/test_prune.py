@@ -109,16 +109,17 @@ def test_bad_files_give_model_errors(tmp_path: Path) -> None:
 def test_finetuning_recovers_accuracy_and_distillation_follows_teacher(
     cells_dir: Path, tmp_path: Path
 ) -> None:
-    """A real check: pruning hurts a trained MobileNetV2 (test accuracy 0.86 -> 0.46, measured); two
-    epochs of fine-tuning on labels win most of it back (0.77). Fine-tuning by distillation only
-    (kd_alpha=1) brings the student closer to the teacher (KL 1.05 -> 0.58) than labels do (1.18)."""
+    """A real check: pruning hurts a trained MobileNetV2; two epochs of fine-tuning on labels win most
+    of it back (test accuracy 0.87). Fine-tuning by distillation only (kd_alpha=1) brings the student
+    closer to the teacher (KL 1.24 -> 0.50, measured) than labels do (0.73). At lr 1e-3 the
+    distillation-only run diverged on these 120 images (KL 1.24 -> 1.24), hence 3e-4."""
     model, dm = trained_mobilenet(cells_dir)
     prune = get_compressor("prune", ratio=0.1)
     damaged = prune.compress(make_ctx(model, tmp_path / "a"))
     tuned = prune.compress(
-        make_ctx(model, tmp_path / "b", datamodule=dm, finetune_epochs=2, finetune_lr=1e-3)
+        make_ctx(model, tmp_path / "b", datamodule=dm, finetune_epochs=2, finetune_lr=3e-4)
     )
-    kd_ctx = make_ctx(model, tmp_path / "c", datamodule=dm, finetune_epochs=2, finetune_lr=1e-3)
+    kd_ctx = make_ctx(model, tmp_path / "c", datamodule=dm, finetune_epochs=2, finetune_lr=3e-4)
     kd_ctx.teacher, kd_ctx.kd_alpha = model, 1.0
     distilled = prune.compress(kd_ctx)
 
