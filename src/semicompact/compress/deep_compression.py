@@ -41,7 +41,7 @@ from ..errors import ConfigError, ModelError
 from ..io import write_bytes
 from . import huffman
 from .base import CompressedModel, CompressionContext, Compressor, register_compressor
-from .prune import epochs_per_step, magnitude_masks
+from .prune import epochs_per_step, head_modules, magnitude_masks
 
 MAGIC = b"SCDCMP1\n"
 _PREFIX = struct.Struct("<8sQ32s")
@@ -170,16 +170,12 @@ def _pruning_masks(
 ) -> list[tuple[nn.Module, torch.Tensor]]:
     """Magnitude masks per layer, or under one threshold for the body. The head is always pruned on
     its own: its weights start small, and one global threshold would cut the classifier entirely."""
-    head = getattr(model, "head", None)
-    head_ids = {id(m) for m in head.modules()} if isinstance(head, nn.Module) else set()
-    groups = (
-        [[m for _, m in layers]]
-        if not global_scope
-        else [
-            [m for _, m in layers if id(m) not in head_ids],
-            [m for _, m in layers if id(m) in head_ids],
-        ]
-    )
+    modules = [m for _, m in layers]
+    if global_scope:
+        head = head_modules(model)
+        groups = [[m for m in modules if m not in head], [m for m in modules if m in head]]
+    else:
+        groups = [modules]
     pairs = []
     for group in groups:
         if group:

@@ -85,7 +85,7 @@ class Prune(Compressor):
             "params_after": after[1],
         }
         if cfg["kind"] == "unstructured":
-            zeros, total = weight_sparsity(model, exclude=_head_modules(model))
+            zeros, total = weight_sparsity(model, exclude=head_modules(model))
             notes.update(sparsity=zeros / total, zero_weights=zeros, nonzero_params=after[1] - zeros)
         return CompressedModel(module=model, files=[path], size_bytes=path.stat().st_size, notes=notes)
 
@@ -120,7 +120,7 @@ class Prune(Compressor):
 
     # -------------------------------------------------------------------------------- unstructured
     def _unstructured(self, model: nn.Module, ctx: CompressionContext, cfg: dict[str, Any]) -> None:
-        layers = [m for m in _prunable(model) if m not in _head_modules(model)]
+        layers = [m for m in _prunable(model) if m not in head_modules(model)]
         if not layers:
             raise ModelError("--method prune kind=unstructured: the model has no conv/linear layer to prune")
         steps = cfg["steps"]
@@ -207,7 +207,7 @@ def _prunable(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
-def _head_modules(model: nn.Module) -> set[nn.Module]:
+def head_modules(model: nn.Module) -> set[nn.Module]:
     head = getattr(model, "head", None)
     return set(head.modules()) if isinstance(head, nn.Module) else set()
 
