@@ -9,7 +9,8 @@ from semicompact.errors import ConfigError
 from semicompact.evaluate.metrics import chance_macro_f1, classification_metrics, collapse_check
 from semicompact.methods import get_method, list_methods
 from semicompact.methods._options import parse_option_pairs
-from semicompact.methods.mixmatch import sharpen
+from semicompact.methods.mixmatch import MixMatchModule, sharpen
+from semicompact.models import create_model
 
 EXPECTED = {
     "supervised",
@@ -80,3 +81,21 @@ def test_collapse_guard_flags_one_class_and_chance_but_not_a_working_model() -> 
     assert collapse_check(_metrics(targets, targets)) is None
     rotated = [(t + 1) % 3 for t in targets]  # every prediction wrong, all classes used
     assert "chance level" in collapse_check(_metrics(rotated, targets))
+
+
+@pytest.mark.parametrize(
+    ("clip", "done", "total", "expected"),
+    [
+        (True, 75, 150, 37.5),  # a short run: the ramp spans the run and ends at lambda_u
+        (True, 150, 150, 75.0),
+        (False, 150, 150, 75.0 * 150 / 16384),  # strictly published: barely started
+        (True, 8192, 10**6, 37.5),  # a long run: the published 16384-step ramp, unchanged
+        (True, 20000, 10**6, 75.0),
+    ],
+)
+def test_mixmatch_rampup_ends_within_the_run(clip: bool, done: int, total: int, expected: float) -> None:
+    model = create_model("resnet18", num_classes=3, small_input=True)
+    module = MixMatchModule(model, ["a", "b", "c"], clip_rampup=clip)
+    module.body_steps = lambda: done  # type: ignore[method-assign]
+    module.body_total_steps = lambda: total  # type: ignore[method-assign]
+    assert module.unlabelled_weight() == pytest.approx(expected)

@@ -67,9 +67,18 @@ class SemiSupervisedModule(ClassifierModule):
         """
         if self._trainer is None:
             return 0
+        return max(0, int(self.global_step - self._head_steps()))
+
+    def body_total_steps(self) -> int:
+        """Optimiser steps the body stage will take in this run (at least 1)."""
+        if self._trainer is None:
+            return 1
+        return max(1, int(self.trainer.estimated_stepping_batches - self._head_steps()))
+
+    def _head_steps(self) -> float:
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        return max(0, int(self.global_step - self.hparams.head_epochs * per_epoch))
+        return self.hparams.head_epochs * per_epoch
 
 
 def _ema_with_warmup(decay: float) -> Any:

@@ -32,12 +32,14 @@ class MixMatchModule(SemiSupervisedModule):
         alpha: float = 0.75,
         lambda_u: float = 75.0,
         rampup: int = 16384,
+        clip_rampup: bool = True,
         vflip: bool = False,
         prior: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.k, self.t, self.alpha, self.lambda_u, self.rampup = k, temperature, alpha, lambda_u, rampup
+        self.clip_rampup = clip_rampup
         self.weak = weak_augment(vflip=vflip)
         self.beta = torch.distributions.Beta(alpha, alpha)
         c = len(self.classes)
@@ -77,11 +79,22 @@ class MixMatchModule(SemiSupervisedModule):
         logits = self(mixed)
         loss_x = -(mixed_targets[:n] * logits[:n].log_softmax(dim=1)).sum(dim=1).mean()
         loss_u = F.mse_loss(logits[n:].softmax(dim=1), mixed_targets[n:])
-        weight = (
-            self.lambda_u * min(1.0, self.body_steps() / self.rampup) if self.rampup > 0 else self.lambda_u
-        )
+        weight = self.unlabelled_weight()
         self.log("train/loss_u", loss_u, on_step=False, on_epoch=True, batch_size=m)
         return loss_x + weight * loss_u
+
+    def unlabelled_weight(self) -> float:
+        """lambda_u ramped up linearly over ``rampup`` body steps.
+
+        With ``clip_rampup`` the ramp ends by the end of the run at the latest: a run shorter than the
+        published 16384 steps would otherwise never reach lambda_u and train as MixUp with guessed
+        partners and (almost) no consistency loss, which fell 2.6 points below the supervised base on
+        BloodMNIST. A run longer than the ramp gets the published schedule unchanged.
+        """
+        if self.rampup <= 0:
+            return self.lambda_u
+        rampup = min(self.rampup, self.body_total_steps()) if self.clip_rampup else self.rampup
+        return self.lambda_u * min(1.0, self.body_steps() / rampup)
 
 
 @register_method("mixmatch")
@@ -93,6 +106,7 @@ class MixMatch(Method):
         "alpha": 0.75,
         "lambda_u": 75.0,
         "rampup": 16384,
+        "clip_rampup": True,
         "mu": 1,
         "ema": 0.999,
         "distribution_alignment": False,
@@ -116,6 +130,7 @@ class MixMatch(Method):
                 alpha=float(c["alpha"]),
                 lambda_u=float(c["lambda_u"]),
                 rampup=int(c["rampup"]),
+                clip_rampup=bool(c["clip_rampup"]),
                 vflip=train.vflip,
                 align=bool(c["distribution_alignment"]),
             ),
