@@ -36,6 +36,7 @@ def test_paper_defaults() -> None:
     assert (fm["threshold"], fm["mu"], fm["lambda_u"]) == (0.95, 7, 1.0)
     mm = get_method("mixmatch").config
     assert (mm["k"], mm["temperature"], mm["alpha"]) == (2, 0.5, 0.75)
+    assert (mm["lambda_u"], mm["rampup"], mm["clip_rampup"]) == (75.0, 16384, False)
 
 
 def test_unknown_method_and_option_are_named() -> None:
@@ -86,9 +87,9 @@ def test_collapse_guard_flags_one_class_and_chance_but_not_a_working_model() -> 
 @pytest.mark.parametrize(
     ("clip", "done", "total", "expected"),
     [
-        (True, 75, 150, 37.5),  # a short run: the ramp spans the run and ends at lambda_u
+        (True, 75, 150, 37.5),  # clipped, a short run: the ramp spans the run and ends at lambda_u
         (True, 150, 150, 75.0),
-        (False, 150, 150, 75.0 * 150 / 16384),  # strictly published: barely started
+        (False, 150, 150, 75.0 * 150 / 16384),  # published (the default): barely started
         (True, 8192, 10**6, 37.5),  # a long run: the published 16384-step ramp, unchanged
         (True, 20000, 10**6, 75.0),
     ],
@@ -96,6 +97,7 @@ def test_collapse_guard_flags_one_class_and_chance_but_not_a_working_model() -> 
 def test_mixmatch_rampup_ends_within_the_run(clip: bool, done: int, total: int, expected: float) -> None:
     model = create_model("resnet18", num_classes=3, small_input=True)
     module = MixMatchModule(model, ["a", "b", "c"], clip_rampup=clip)
+    assert MixMatchModule(model, ["a", "b", "c"]).clip_rampup is False
     module.body_steps = lambda: done  # type: ignore[method-assign]
     module.body_total_steps = lambda: total  # type: ignore[method-assign]
     assert module.unlabelled_weight() == pytest.approx(expected)
