@@ -8,7 +8,7 @@ import torch
 from semicompact.errors import ConfigError
 from semicompact.evaluate.metrics import chance_macro_f1, classification_metrics, collapse_check
 from semicompact.methods import get_method, list_methods
-from semicompact.methods._options import parse_option_pairs
+from semicompact.methods._options import flag, parse_option_pairs
 from semicompact.methods.mixmatch import MixMatchModule, sharpen
 from semicompact.models import create_model
 
@@ -101,3 +101,11 @@ def test_mixmatch_rampup_ends_within_the_run(clip: bool, done: int, total: int, 
     module.body_steps = lambda: done  # type: ignore[method-assign]
     module.body_total_steps = lambda: total  # type: ignore[method-assign]
     assert module.unlabelled_weight() == pytest.approx(expected)
+
+
+def test_boolean_option_must_be_true_or_false() -> None:
+    assert flag({"clip_rampup": True}, "clip_rampup", "mixmatch") is True
+    with pytest.raises(
+        ConfigError, match=r"--method mixmatch: option clip_rampup must be true or false, got 'maybe'"
+    ):
+        flag(parse_option_pairs(["clip_rampup=maybe"]), "clip_rampup", "mixmatch")

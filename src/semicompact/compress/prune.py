@@ -120,7 +120,8 @@ class Prune(Compressor):
 
     # -------------------------------------------------------------------------------- unstructured
     def _unstructured(self, model: nn.Module, ctx: CompressionContext, cfg: dict[str, Any]) -> None:
-        layers = [m for m in _prunable(model) if m not in head_modules(model)]
+        head = head_modules(model)
+        layers = [m for m in _prunable(model) if m not in head]
         if not layers:
             raise ModelError("--method prune kind=unstructured: the model has no conv/linear layer to prune")
         steps = cfg["steps"]

@@ -44,3 +44,11 @@ def number(options: dict[str, Any], name: str, low: float, high: float, method: 
     if not low <= value <= high:
         raise ConfigError(f"--method {method}: option {name} must be in [{low}, {high}], got {value}")
     return value
+
+
+def flag(options: dict[str, Any], name: str, method: str) -> bool:
+    """A true/false option; anything else is named instead of being read as true."""
+    value = options[name]
+    if not isinstance(value, bool):
+        raise ConfigError(f"--method {method}: option {name} must be true or false, got '{value}'")
+    return value

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from ..data.ssl_augment import weak_augment
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
-from ._options import number
+from ._options import flag, number
 from .base import Method, register_method
 from .consistency import EMA, LabelledUnlabelledDataModule, SemiSupervisedModule
 from .self_training import start_run
@@ -131,9 +131,9 @@ class MixMatch(Method):
                 alpha=float(c["alpha"]),
                 lambda_u=float(c["lambda_u"]),
                 rampup=int(c["rampup"]),
-                clip_rampup=bool(c["clip_rampup"]),
+                clip_rampup=flag(c, "clip_rampup", self.name),
                 vflip=train.vflip,
-                align=bool(c["distribution_alignment"]),
+                align=flag(c, "distribution_alignment", self.name),
             ),
             datamodule_factory=functools.partial(
                 LabelledUnlabelledDataModule, mu=int(c["mu"]), max_unlabelled=c["max_unlabelled"]
