@@ -77,6 +77,8 @@ def make_bench(root: Path, failed: bool = True) -> Path:
                     if d == 0 and (m, k, s) == (3, 2, 1):  # the best run of dataset alpha
                         Image.new("RGB", (40, 30), (200, 10, 10)).save(folder / "confusion_matrix.png")
                         Image.new("RGB", (40, 30), (10, 10, 200)).save(folder / "learning_curve.png")
+                    if d == 1 and (m, k, s) == (0, 0, 0):  # a weak run of beta; its best has no figures
+                        Image.new("RGB", (40, 30), (10, 200, 10)).save(folder / "confusion_matrix.png")
     recipe = {
         "name": "synthetic",
         "datasets": [{"name": d} for d in DATASETS],
@@ -194,6 +196,15 @@ def test_figures(report) -> None:
     keys = [k for k, _, _ in result.figures]
     assert keys[:5] == ["heatmap", "cd_methods", "cd_models", "pareto_latency", "pareto_size"]
     assert "confusion_alpha" in keys and "learning_alpha" in keys
+    captions = {k: c for k, c, _ in result.figures}
+    assert captions["confusion_alpha"] == (
+        "Confusion matrix of the best run on alpha (resnet50 / plain_distillation / seed 1)."
+    )
+    assert "learning_beta" not in keys
+    assert captions["confusion_beta"] == (
+        "Confusion matrix of the best run on beta with figures on disk (resnet18 / supervised / seed 0;"
+        " the best, mnasnet_100 / plain_distillation / seed 1, kept only its JSON results)."
+    )
     for _, _, path in result.figures:
         with Image.open(path) as image:
             assert image.size[0] >= 40

@@ -139,21 +139,36 @@ def build_figures(study: Study, folder: Path) -> list[tuple[str, str, Path]]:
 
 
 def run_figures(study: Study) -> list[tuple[str, str, Path]]:
-    """Learning curve and confusion matrix of the best run of each dataset (of the single run)."""
-    done = study.collection.done
+    """Learning curve and confusion matrix of the best run of each dataset (of the single run).
+
+    Benchmark folders in git keep only each run's JSON files, so the best run may have no figures
+    on disk: then the best run that has them is shown, and the caption says so.
+    """
+    files = (("learning_curve.png", "Learning curves"), ("confusion_matrix.png", "Confusion matrix"))
     best: dict[str, dict[str, Any]] = {}
-    for run in done:
-        if run["dataset"] not in best or run[study.metric] > best[run["dataset"]][study.metric]:
-            best[run["dataset"]] = run
+    shown: dict[str, dict[str, Any]] = {}
+    for run in study.collection.done:
+        dataset = run["dataset"]
+        if dataset not in best or run[study.metric] > best[dataset][study.metric]:
+            best[dataset] = run
+        has_figures = any((Path(run["run_dir"]) / file).is_file() for file, _ in files)
+        if has_figures and (dataset not in shown or run[study.metric] > shown[dataset][study.metric]):
+            shown[dataset] = run
     figures = []
-    for dataset, run in best.items():
+    for dataset, run in shown.items():
         folder = Path(run["run_dir"])
-        name = f"{run['model']} / {run['method']} / seed {run['seed']}"
-        for file, what in (
-            ("learning_curve.png", "Learning curves"),
-            ("confusion_matrix.png", "Confusion matrix"),
-        ):
+        which = f"the best run on {dataset} ({_run_name(run)})"
+        if best[dataset] is not run:
+            which = (
+                f"the best run on {dataset} with figures on disk ({_run_name(run)}; the best, "
+                f"{_run_name(best[dataset])}, kept only its JSON results)"
+            )
+        for file, what in files:
             if (folder / file).is_file():
                 key = f"{what.split()[0].lower()}_{dataset}".replace(" ", "_")
-                figures.append((key, f"{what} of the best run on {dataset} ({name}).", folder / file))
+                figures.append((key, f"{what} of {which}.", folder / file))
     return figures
+
+
+def _run_name(run: dict[str, Any]) -> str:
+    return f"{run['model']} / {run['method']} / seed {run['seed']}"
