@@ -157,8 +157,9 @@ def run_figures(study: Study) -> list[tuple[str, str, Path]]:
     figures = []
     for dataset, run in shown.items():
         folder = Path(run["run_dir"])
-        which = f"the best run on {dataset} ({_run_name(run)})"
-        if best[dataset] is not run:
+        if best[dataset] is run:
+            which = f"the best run on {dataset} ({_run_name(run)})"
+        else:
             which = (
                 f"the best run on {dataset} with figures on disk ({_run_name(run)}; the best, "
                 f"{_run_name(best[dataset])}, kept only its JSON results)"
