@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,37 @@ def test_temperature_scaling_sharpens_an_underconfident_model() -> None:
     sharpened = (soft.log() / t).softmax(dim=1)
     assert float(sharpened.max(dim=1).values.mean()) > float(soft.max(dim=1).values.mean()) + 0.2
     assert torch.equal(sharpened.argmax(dim=1), soft.argmax(dim=1))
+
+
+def _grid_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    logits = probs.double().log()
+    grid = torch.logspace(math.log10(0.05), math.log10(20.0), 4000, dtype=torch.double)
+    nll = torch.stack([torch.nn.functional.cross_entropy(logits / t, targets) for t in grid])
+    return float(grid[nll.argmin()])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_temperature_of_a_near_uniform_teacher_is_the_nll_minimum(seed: int) -> None:
+    """A teacher fine-tuned on a few images can be nearly uniform (every probability >= 0.05 over 5
+    classes). The former unguarded LBFGS returned nan on such a teacher (RetinaMNIST, seed 1), which
+    turned every pseudo-label probability into nan and selected none; on seed 2 here it stopped at
+    the 0.05 bound instead of the minimum near 0.19."""
+    from semicompact.methods.pseudo import fit_temperature
+
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, 5, (120,), generator=g)
+    logits = torch.randn(120, 5, generator=g) * 0.3
+    logits[torch.arange(120), targets] += 0.4
+    probs = logits.softmax(dim=1)
+    t = fit_temperature(probs, targets)
+    assert math.isfinite(t)
+    assert t == pytest.approx(_grid_temperature(probs, targets), rel=0.01)
+
+
+def test_temperature_refuses_a_diverged_teacher() -> None:
+    from semicompact.methods.pseudo import fit_temperature
+
+    probs = torch.full((4, 2), 0.5)
+    probs[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        fit_temperature(probs, torch.tensor([0, 1, 0, 1]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -118,22 +119,27 @@ def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
     Teachers trained on a few dozen images are badly calibrated (often under-confident, so that a
     0.8 threshold keeps nothing); after scaling on the validation split a confidence of 0.8 means
     about 80 % correct, which is what the threshold is meant to say.
+
+    A bounded 1-D search over log T in [0.05, 20] (scipy's Brent): the NLL is smooth in log T, and
+    a bounded search cannot diverge. (An unguarded LBFGS step did, on near-uniform teachers: T = nan
+    made every probability nan and silently selected no pseudo-label.)
     """
+    from scipy.optimize import minimize_scalar
+
     if probs.numel() == 0 or targets.numel() == 0:
         return 1.0
-    logits = probs.clone().clamp_min(1e-12).log()  # clone: probs may come from inference mode
-    targets = targets.clone()
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+    if not torch.isfinite(probs).all():
+        raise ValueError("the teacher's validation probabilities are not finite (nan or inf): it diverged")
+    logits = probs.detach().double().clamp_min(1e-12).log()
+    targets = targets.detach().long()
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), targets)
-        loss.backward()
-        return loss
+    def nll(log_t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(logits / math.exp(log_t), targets))
 
-    optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    best = minimize_scalar(
+        nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded", options={"xatol": 1e-4}
+    )
+    return float(min(20.0, max(0.05, math.exp(best.x))))
 
 
 @torch.no_grad()
@@ -186,6 +192,8 @@ def ensemble_predict(
         model.cpu()
     assert total is not None
     probs = total / sum(weights)
+    if not torch.isfinite(probs).all():  # never select nothing in silence
+        raise ValueError("the teachers' probabilities on the unlabelled pool are not finite (nan or inf)")
     true_labels: list[int | None] = [None if v < 0 else v for v in true]
     return PseudoLabels(refs, probs, true_labels, list(datamodule.classes))
 
