@@ -73,6 +73,14 @@ def test_self_training_writes_pseudo_labels_and_reuses_its_teacher(cells_dir: Pa
     assert tta.metrics["test"]["n"] == plain.metrics["test"]["n"]
 
 
+def test_self_training_says_when_no_pseudo_label_is_selected(cells_dir: Path, tmp_path: Path, capsys) -> None:
+    none = run_method(
+        "plain_distillation", _config(cells_dir, tmp_path / "none"), {**TEACHER, "confidence": 1.0}
+    )
+    assert none.metrics["pseudo_labels"]["selected"] == 0
+    assert "no unlabelled image reached confidence 1.0" in " ".join(capsys.readouterr().err.split())
+
+
 def test_a_run_is_repeatable_from_its_seed(cells_dir: Path, tmp_path: Path) -> None:
     options = {"mu": 2, "max_unlabelled": 32}
     a = run_method("fixmatch", _config(cells_dir, tmp_path / "a", epochs=1), options)

@@ -267,6 +267,12 @@ class SelfTraining(Method):
             f"pseudo-labels: {len(selected)}/{len(pseudo.refs)} images at confidence >= {threshold}"
             + (f", {100 * acc:.1f}% correct where known" if acc is not None else "")
         )
+        if not selected and pseudo.refs:
+            console.print(
+                f"[yellow]warning:[/] no unlabelled image reached confidence {threshold}: this round "
+                "trains on the labelled images only; lower the option confidence (--option confidence=0.6) "
+                "or check the teachers' validation macro-F1"
+            )
         labels = pseudo.labels.tolist()
         entries = [list(e) for e in manifest.labelled] + [[pseudo.refs[i], labels[i]] for i in selected]
         hooks = FitHooks(train_entries=entries, summary={"method": self.name, "pseudo_labels": summary})
