@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+import lightning
 import pytest
+import timm
+import torch
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
@@ -80,6 +83,10 @@ def test_runs_skips_and_resumes(tmp_path: Path) -> None:
     result = json.loads((out / "runs" / "d__resnet18__fake_plus__s1" / RESULT).read_text())
     assert result["status"] == "done" and result["f1"] == pytest.approx(0.5 + 0.1 + 0.05 * 8 % 3 + 0.1)
     assert json.loads((out / "bench.json").read_text())["n_runs"] == 8
+    # what the numbers depend on besides the recipe: the runs of a study must share one environment
+    env = result["environment"]
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert env["packages"]["timm"] == timm.__version__ and env["torch_threads"] == torch.get_num_threads()
 
     CALLS.clear()
     again = run_grid(recipe, out, console=quiet())
@@ -116,6 +123,7 @@ def test_failure_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
     record = json.loads((out / "runs" / "d__resnet18__fake_bench__s1" / RESULT).read_text())
     assert record["status"] == "failed" and record["error_type"] == "DataError"
     assert record["error"] == "seed 1 is cursed"
+    assert record["environment"]["packages"]["lightning"] == lightning.__version__
     failures = json.loads((out / "failures-0of1.json").read_text())
     assert [f["id"] for f in failures] == summary.failed
     # a re-run retries the failed runs only (resuming their folders), unless told not to

@@ -304,3 +304,26 @@ def test_compression_table(tmp_path: Path) -> None:
     assert tables["compression"].rows == [
         ["resnet18", "supervised", "ptq", pytest.approx(70.0), pytest.approx(70.0), 4.0, 1.0, 4.0]
     ]
+
+
+def test_report_names_the_environments_of_its_runs(tmp_path: Path) -> None:
+    from semicompact.report import environment_notes
+
+    root = make_bench(tmp_path / "b")
+    env = {"cpu": "CPU X", "torch_threads": 2, "packages": {"torch": "2.14.1", "timm": "1.0.31"}}
+    results = sorted((root / "runs").glob("*/bench_result.json"))
+    for i, path in enumerate(results):
+        record = json.loads(path.read_text())
+        if record["status"] == "done" and i % 4:  # a quarter predate environment recording
+            other = {**env, "packages": {**env["packages"], "timm": "1.0.30"}} if i % 4 == 1 else env
+            write_json(path, {**record, "environment": other})
+    notes = environment_notes(collect(root).runs)
+    assert len(notes) == 1
+    label = "torch 2.14.1, timm 1.0.31; CPU X, 2 threads"
+    n = sum(
+        1 for i, p in enumerate(results) if i % 4 in (2, 3) and json.loads(p.read_text())["status"] == "done"
+    )
+    assert f"{n} run(s) in {label}" in notes[0]
+    assert "24 run(s) in torch 2.14.1, timm 1.0.30" in notes[0]  # finished runs only (one failed)
+    assert "several environments" in notes[0] and "before environments were recorded" in notes[0]
+    assert f"Environments: {notes[0][len('Environments: ') :]}" in write_report(root).markdown.read_text()

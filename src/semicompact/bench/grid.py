@@ -29,6 +29,7 @@ from rich.console import Console
 
 from ..errors import ConfigError
 from ..io import write_json
+from .environment import environment
 from .recipe import Recipe, RunSpec, shard_runs
 
 RESULT = "bench_result.json"
@@ -187,6 +188,7 @@ def run_grid(
                 "started": started,
                 "finished": _now(),
                 "host": platform.node(),
+                "environment": environment(),
             }
             folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / RESULT, record)
@@ -210,6 +212,7 @@ def run_grid(
                     "started": started,
                     "finished": _now(),
                     "host": platform.node(),
+                    "environment": environment(),
                 },
             )
             summary.done += 1

@@ -81,6 +81,26 @@ def _run_tables(collection: Collection) -> list[Table]:
     return [summary, per_class, info]
 
 
+def environment_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """Which environments the finished runs come from: one seed's scores are bit-comparable only
+    within one (the same recipe and seed can differ across library versions or CPUs)."""
+    done = [r for r in runs if r.get("status") == "done"]
+    envs: dict[str, int] = {}
+    for r in done:
+        if r.get("environment"):
+            envs[r["environment"]] = envs.get(r["environment"], 0) + 1
+    unknown = len(done) - sum(envs.values())
+    if not envs:
+        return []
+    listed = "; ".join(f"{n} run(s) in {label}" for label, n in sorted(envs.items(), key=lambda kv: -kv[1]))
+    note = f"Environments: {listed}"
+    if unknown:
+        note += f"; {unknown} run(s) finished before environments were recorded"
+    if len(envs) > 1:
+        note += ". The runs come from several environments: compare seeds within one where it matters"
+    return [note + "."]
+
+
 def write_report(path: str | Path, out: str | Path | None = None, metric: str = "f1") -> ReportResult:
     """Collect ``path`` (a benchmark or a run folder) and write its whole report to ``out``."""
     from .figures import build_figures, run_figures
@@ -111,6 +131,8 @@ def write_report(path: str | Path, out: str | Path | None = None, metric: str = 
             f"Datasets: {', '.join(study.datasets) or '-'}; models: {', '.join(study.models) or '-'}; "
             f"methods: {', '.join(study.methods) or '-'}; baseline: {study.baseline or '-'}."
         )
+    if collection.kind == "bench":
+        intro += environment_notes(collection.runs)
     for table in tables:
         stem = folder / "tables" / table.key
         write_text(stem.with_suffix(".md"), to_markdown(table))

@@ -81,7 +81,18 @@ def _run_row(folder: Path, spec: dict[str, Any]) -> dict[str, Any]:
         "params_m": efficiency.get("params_m"),
         "latency_ms": latency,
         "run_dir": str(folder),
+        "environment": environment_label(result.get("environment")),
     }
+
+
+def environment_label(env: Any) -> str | None:
+    """A short name for a recorded environment (library versions and CPU), or None if not recorded."""
+    if not isinstance(env, dict):
+        return None
+    packages = env.get("packages") or {}
+    names = ("torch", "timm", "lightning", "kornia")
+    versions = ", ".join(f"{n} {packages[n]}" for n in names if packages.get(n))
+    return f"{versions}; {env.get('cpu', '?')}, {env.get('torch_threads', '?')} threads"
 
 
 def _compress_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
