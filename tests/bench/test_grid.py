@@ -87,6 +87,7 @@ def test_runs_skips_and_resumes(tmp_path: Path) -> None:
     env = result["environment"]
     assert env["packages"]["torch"] == torch.__version__.split("+")[0]
     assert env["packages"]["timm"] == timm.__version__ and env["torch_threads"] == torch.get_num_threads()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
     CALLS.clear()
     again = run_grid(recipe, out, console=quiet())

@@ -310,20 +310,27 @@ def test_report_names_the_environments_of_its_runs(tmp_path: Path) -> None:
     from semicompact.report import environment_notes
 
     root = make_bench(tmp_path / "b")
-    env = {"cpu": "CPU X", "torch_threads": 2, "packages": {"torch": "2.14.1", "timm": "1.0.31"}}
+    env = {
+        "cpu": "CPU X",
+        "torch_threads": 2,
+        "platform": "Linux-A",
+        "packages": {"torch": "2.14.1", "timm": "1.0.31"},
+    }
     results = sorted((root / "runs").glob("*/bench_result.json"))
     for i, path in enumerate(results):
         record = json.loads(path.read_text())
         if record["status"] == "done" and i % 4:  # a quarter predate environment recording
             other = {**env, "packages": {**env["packages"], "timm": "1.0.30"}} if i % 4 == 1 else env
+            other = {**env, "platform": "Linux-B"} if i % 4 == 3 else other  # same versions, other machine
             write_json(path, {**record, "environment": other})
     notes = environment_notes(collect(root).runs)
     assert len(notes) == 1
-    label = "torch 2.14.1, timm 1.0.31; CPU X, 2 threads"
-    n = sum(
-        1 for i, p in enumerate(results) if i % 4 in (2, 3) and json.loads(p.read_text())["status"] == "done"
-    )
-    assert f"{n} run(s) in {label}" in notes[0]
+    label = "torch 2.14.1, timm 1.0.31; CPU X, 2 threads; Linux-A"
+    for k, platform in ((2, "Linux-A"), (3, "Linux-B")):
+        n = sum(
+            1 for i, p in enumerate(results) if i % 4 == k and json.loads(p.read_text())["status"] == "done"
+        )
+        assert f"{n} run(s) in {label.replace('Linux-A', platform)}" in notes[0]
     assert "24 run(s) in torch 2.14.1, timm 1.0.30" in notes[0]  # finished runs only (one failed)
     assert "several environments" in notes[0] and "before environments were recorded" in notes[0]
     assert f"Environments: {notes[0][len('Environments: ') :]}" in write_report(root).markdown.read_text()

@@ -86,13 +86,18 @@ def _run_row(folder: Path, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def environment_label(env: Any) -> str | None:
-    """A short name for a recorded environment (library versions and CPU), or None if not recorded."""
+    """A short name for a recorded environment (library versions, CPU, platform), or None if not
+    recorded. The platform is part of it because the same versions on another machine can give
+    different numbers."""
     if not isinstance(env, dict):
         return None
     packages = env.get("packages") or {}
     names = ("torch", "timm", "lightning", "kornia")
     versions = ", ".join(f"{n} {packages[n]}" for n in names if packages.get(n))
-    return f"{versions}; {env.get('cpu', '?')}, {env.get('torch_threads', '?')} threads"
+    cpu = env.get("cpu", "?")
+    if env.get("cpu_capability"):
+        cpu = f"{cpu} {env['cpu_capability']}"
+    return f"{versions}; {cpu}, {env.get('torch_threads', '?')} threads; {env.get('platform', '?')}"
 
 
 def _compress_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
