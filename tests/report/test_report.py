@@ -320,8 +320,11 @@ def test_report_names_the_environments_of_its_runs(tmp_path: Path) -> None:
     for i, path in enumerate(results):
         record = json.loads(path.read_text())
         if record["status"] == "done" and i % 4:  # a quarter predate environment recording
-            other = {**env, "packages": {**env["packages"], "timm": "1.0.30"}} if i % 4 == 1 else env
-            other = {**env, "platform": "Linux-B"} if i % 4 == 3 else other  # same versions, other machine
+            other = {
+                1: {**env, "packages": {**env["packages"], "timm": "1.0.30"}},
+                2: env,
+                3: {**env, "platform": "Linux-B"},  # same versions, another machine
+            }[i % 4]
             write_json(path, {**record, "environment": other})
     notes = environment_notes(collect(root).runs)
     assert len(notes) == 1
