@@ -55,7 +55,10 @@ def test_every_export_is_checked_on_real_images(exported: Path) -> None:
     assert fp32["n"] == ts["n"] == int8["n"] == 100  # the run's test split
     assert fp32["top1_agreement"] == 1.0 and fp32["max_prob_diff"] < 1e-4
     assert ts["top1_agreement"] == 1.0 and ts["max_prob_diff"] < 1e-5
-    assert int8["top1_agreement"] >= 0.9
+    # uint8 weights by default: no int16 saturation, so this holds on x86 CPUs without VNNI too
+    # (int8 weights gave 0.83 on an AVX2-only CPU, and above 0.9 on one with VNNI)
+    assert int8["int8_weights"] == "uint8"
+    assert int8["top1_agreement"] >= 0.95
     assert 0 < int8["mean_max_prob_diff"] < 0.1  # int8 really differs, but not much on average
     assert int8["mean_max_prob_diff"] <= int8["max_prob_diff"] <= 1
     assert int8["calibration_images"] > 0
@@ -116,7 +119,40 @@ def test_export_needs_real_images_and_calibration(capsys, tiny_run: Path, tmp_pa
         capsys, "export", str(tiny_run), "--format", "tflite", "--out", str(tmp_path / "o")
     )
     assert code == 2 and "--format" in err
+    code, _, err = run_cli(
+        capsys, "export", str(tiny_run), "--int8-weights", "int4", "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and "--int8-weights int4: use one of uint8, int8, int8-7bit" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("weights", "dtype", "low", "high"),
+    [("uint8", "uint8", 0, 255), ("int8", "int8", -127, 127), ("int8-7bit", "int8", -64, 64)],
+)
+def test_int8_weight_types_are_what_they_say(
+    exported: Path, tmp_path: Path, weights: str, dtype: str, low: int, high: int
+) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from semicompact.export.onnx import quantize_onnx
+
+    rng = np.random.default_rng(0)
+    batches = [rng.random((8, 3, 32, 32), dtype=np.float32) for _ in range(2)]
+    out = quantize_onnx(exported / "model_fp32.onnx", tmp_path / "q.onnx", batches, weights=weights)
+    graph = onnx.load(str(out)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    conv_weights = [
+        inits[node.input[0]]
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].ndim == 4
+    ]
+    assert conv_weights and {w.dtype.name for w in conv_weights} == {dtype}
+    # the full range is used, and no more: 7-bit weights make 2 x 255 x 64 fit in int16
+    assert min(int(w.min()) for w in conv_weights) == low
+    assert max(int(w.max()) for w in conv_weights) == high
 
 
 def test_profile_run_and_registered_models(capsys, tiny_run: Path, tmp_path: Path) -> None:

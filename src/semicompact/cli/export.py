@@ -30,6 +30,13 @@ def register(app: typer.Typer) -> None:
         ] = "train",
         calib_images: Annotated[int, typer.Option(help="Number of int8 calibration images.")] = 256,
         per_channel: Annotated[bool, typer.Option(help="Per-channel int8 weights.")] = True,
+        int8_weights: Annotated[
+            str,
+            typer.Option(
+                help="int8 weight type: uint8 (no saturation on any CPU), int8 (fastest on VNNI x86 "
+                "and ARM, can saturate on older x86) or int8-7bit (fast kernels, no saturation)."
+            ),
+        ] = "uint8",
         opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
         overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     ) -> None:
@@ -57,6 +64,7 @@ def register(app: typer.Typer) -> None:
             calibration=calibration,
             calib_images=calib_images,
             per_channel=per_channel,
+            int8_weights=int8_weights,
             opset=opset,
             overwrite=overwrite,
         )

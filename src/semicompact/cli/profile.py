@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from ..export.profile import ProfileSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +31,9 @@ def register(app: typer.Typer) -> None:
         runtimes: Annotated[
             str, typer.Option(help="eager, onnx, onnx-int8 (comma separated).")
         ] = "eager,onnx,onnx-int8",
+        int8_weights: Annotated[
+            str, typer.Option(help="onnx-int8 weight type: uint8, int8 or int8-7bit (see export).")
+        ] = "uint8",
         out_file: Annotated[
             Path | None,
             typer.Option("--out", "-o", help="Write the rows as JSON here (and a .md table beside)."),
@@ -63,7 +69,15 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
         if image_size is not None and image_size < 8:
             raise ConfigError(f"--image-size {image_size}: use at least 8 pixels")
-        rows = _profile(sources or [], names, image_size, num_classes, threads, batch, runs, warmup, chosen)
+        from ..export.onnx import INT8_WEIGHTS
+        from ..export.profile import ProfileSettings
+
+        if int8_weights not in INT8_WEIGHTS:
+            raise ConfigError(f"--int8-weights {int8_weights}: use one of {', '.join(INT8_WEIGHTS)}")
+        settings = ProfileSettings(
+            threads=threads, batch=batch, runs=runs, warmup=warmup, runtimes=chosen, int8_weights=int8_weights
+        )
+        rows = _profile(sources or [], names, image_size, num_classes, settings)
         _report(rows, out_file)
 
 
@@ -72,25 +86,20 @@ def _profile(
     names: list[str],
     image_size: int | None,
     num_classes: int,
-    threads: int,
-    batch: int,
-    runs: int,
-    warmup: int,
-    runtimes: tuple[str, ...],
+    settings: ProfileSettings,
 ) -> list[dict[str, Any]]:
     from ..artifacts import ModelCard, load_model
     from ..compress.quant_common import calibration_batches, numpy_batches
     from ..compress.run import load_data, resolve_source
-    from ..export.profile import ProfileSettings, profile_model
+    from ..export.profile import profile_model
     from ..models import create_model
 
-    settings = ProfileSettings(threads=threads, batch=batch, runs=runs, warmup=warmup, runtimes=runtimes)
     rows = []
     for source in sources:
         model_file, run_dir = resolve_source(source)
         model, card = load_model(model_file)
         calib = None
-        if "onnx-int8" in runtimes and run_dir is not None:
+        if "onnx-int8" in settings.runtimes and run_dir is not None:
             dm = load_data(run_dir, card)
             calib = numpy_batches(calibration_batches(dm, "profile", "train", settings.calib_images))
         row = profile_model(

@@ -39,6 +39,7 @@ class PostTrainingQuantization(Compressor):
         "calib_images": 256,
         "per_channel": True,  # onnx backend (pt2e is always per-channel)
         "calibrate_method": "minmax",  # onnx backend: minmax, entropy or percentile
+        "int8_weights": "uint8",  # onnx backend: uint8, int8 or int8-7bit (export.onnx.INT8_WEIGHTS)
     }
 
     def compress(self, ctx: CompressionContext) -> CompressedModel:
@@ -94,10 +95,12 @@ class PostTrainingQuantization(Compressor):
                 numpy_batches(batches),
                 bool(self.config["per_channel"]),
                 self.config["calibrate_method"],
+                str(self.config["int8_weights"]),
             )
         notes = {
             "backend": "onnxruntime quantize_static QDQ",
             "calibration_images": n,
             "per_channel": bool(self.config["per_channel"]),
+            "int8_weights": str(self.config["int8_weights"]),
         }
         return CompressedModel(OrtModule(out), [out], out.stat().st_size, notes)

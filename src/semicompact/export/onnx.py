@@ -22,6 +22,15 @@ from .metadata import INPUT_NAME, OUTPUT_NAME, card_metadata
 
 DEFAULT_OPSET = 17
 
+# x86 CPUs without VNNI (AVX2 / AVX-512 only) multiply uint8 activations by int8 weights in int16
+# pairs that can saturate; how much accuracy that costs depends on the model and the CPU it runs on.
+INT8_WEIGHTS = {
+    "uint8": "uint8 weights (U8U8): no saturation on any CPU; slower than int8 on x86 CPUs without VNNI",
+    "int8": "int8 weights (U8S8): fastest on x86 with VNNI and on ARM; can saturate on x86 without VNNI",
+    "int8-7bit": "7-bit int8 weights (reduce_range): the fast U8S8 kernels without saturation",
+}
+DEFAULT_INT8_WEIGHTS = "uint8"
+
 
 @contextlib.contextmanager
 def staged_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -100,8 +109,13 @@ def quantize_onnx(
     batches: Iterable[np.ndarray],
     per_channel: bool = True,
     calibrate_method: str = "minmax",
+    weights: str = DEFAULT_INT8_WEIGHTS,
 ) -> Path:
-    """Static int8 quantization (QDQ, int8 activations and weights) calibrated on ``batches``."""
+    """Static int8 quantization (QDQ, uint8 activations) calibrated on ``batches``.
+
+    ``weights`` picks the weight type (see ``INT8_WEIGHTS``); the default is the one whose results
+    do not depend on the CPU that runs the file, since the file is meant to run elsewhere.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -113,6 +127,8 @@ def quantize_onnx(
     }
     if calibrate_method not in methods:
         raise ModelError(f"calibration method '{calibrate_method}' unknown; use {', '.join(methods)}")
+    if weights not in INT8_WEIGHTS:
+        raise ModelError(f"int8 weights '{weights}' unknown; use {', '.join(INT8_WEIGHTS)}")
     src = onnx.load(str(fp32_path))
     meta = {p.key: p.value for p in src.metadata_props}
     with tempfile.TemporaryDirectory() as work, staged_file(out_path, ".onnx") as tmp:
@@ -127,12 +143,16 @@ def quantize_onnx(
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
+                weight_type=QuantType.QUInt8 if weights == "uint8" else QuantType.QInt8,
+                reduce_range=weights == "int8-7bit",
                 calibrate_method=methods[calibrate_method],
                 extra_options={"CalibMovingAverage": False},
             )
         proto = onnx.load(str(tmp))
-        meta.update(precision="int8", quantization=f"onnxruntime static QDQ, per_channel={per_channel}")
+        meta.update(
+            precision="int8",
+            quantization=f"onnxruntime static QDQ, per_channel={per_channel}, weights={weights}",
+        )
         set_metadata(proto, meta)
         onnx.save(proto, str(tmp))
     return Path(out_path)

@@ -14,6 +14,7 @@ import torch
 from ..errors import ConfigError
 from ..io import write_json
 from .check import compare_predictions
+from .onnx import DEFAULT_INT8_WEIGHTS, INT8_WEIGHTS
 
 FORMATS = {"onnx": "model_fp32.onnx", "onnx-int8": "model_int8.onnx", "torchscript": "model.ts"}
 
@@ -64,6 +65,7 @@ def export_model(
     calibration: str = "train",
     calib_images: int = 256,
     per_channel: bool = True,
+    int8_weights: str = DEFAULT_INT8_WEIGHTS,
     opset: int = 17,
     overwrite: bool = False,
     seed: int = 0,
@@ -77,6 +79,8 @@ def export_model(
 
     if opset < 13:
         raise ConfigError(f"--opset {opset}: use 13 or newer (per-channel int8 needs 13)")
+    if int8_weights not in INT8_WEIGHTS:
+        raise ConfigError(f"--int8-weights {int8_weights}: use one of {', '.join(INT8_WEIGHTS)}")
     model_file, run_dir = resolve_source(source)
     model, card = load_model(model_file)
     datamodule = load_data(run_dir, card, data, split, None, seed)
@@ -99,12 +103,16 @@ def export_model(
                 if not fp32.is_file():
                     export_onnx(model, card, fp32, opset=opset)
                 if fmt == "onnx-int8":
-                    quantize_onnx(fp32, path, calib or [], per_channel=per_channel)
+                    quantize_onnx(fp32, path, calib or [], per_channel=per_channel, weights=int8_weights)
                 candidate = OrtModule(path)
             check = compare_predictions(model, candidate, batches)
             check.update(format=fmt, file=path.name, size_bytes=path.stat().st_size, source=str(model_file))
             if fmt == "onnx-int8":
-                check.update(calibration=calibration, calibration_images=sum(len(b) for b in calib or []))
+                check.update(
+                    calibration=calibration,
+                    calibration_images=sum(len(b) for b in calib or []),
+                    int8_weights=int8_weights,
+                )
             write_json(tmp / f"{path.name}.check.json", check)
             results[fmt] = check
         if "onnx" not in formats and (tmp / FORMATS["onnx"]).is_file():
