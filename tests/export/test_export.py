@@ -192,3 +192,20 @@ def test_macs_match_the_published_resnet18_count() -> None:
     from semicompact.models import create_model
 
     assert count_macs(create_model("resnet18", num_classes=1000), 224) == pytest.approx(1.814e9, rel=0.01)
+
+
+def test_histogram_calibration_takes_a_smaller_last_batch(exported: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+
+    from semicompact.export.onnx import equal_batches, quantize_onnx
+
+    rng = np.random.default_rng(0)
+    batches = [rng.random((n, 3, 32, 32), dtype=np.float32) for n in (8, 8, 5)]
+    assert [len(b) for b in equal_batches(batches)] == [21]  # the largest divisor of 21 up to 32
+    assert [len(b) for b in equal_batches(batches[:1] * 5)] == [20, 20]
+    for method in ("entropy", "percentile"):  # onnxruntime alone fails on the 5-image batch
+        out = quantize_onnx(
+            exported / "model_fp32.onnx", tmp_path / f"{method}.onnx", batches, calibrate_method=method
+        )
+        assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)

@@ -92,6 +92,19 @@ def export_onnx(
     return Path(path)
 
 
+def equal_batches(batches: Iterable[np.ndarray], largest: int = 32) -> list[np.ndarray]:
+    """The same images in batches of one size (the largest divisor of their count up to ``largest``).
+
+    onnxruntime's histogram calibrators (entropy, percentile) stack every batch's outputs into one
+    array and fail on a smaller last batch (onnxruntime issue #18792).
+    """
+    images = np.concatenate([np.asarray(b, dtype=np.float32) for b in batches]) if batches else None
+    if images is None or len(images) == 0:
+        return []
+    size = max(d for d in range(1, min(largest, len(images)) + 1) if len(images) % d == 0)
+    return list(np.split(images, len(images) // size))
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over float [0, 1] NCHW batches."""
 
@@ -129,6 +142,8 @@ def quantize_onnx(
         raise ModelError(f"calibration method '{calibrate_method}' unknown; use {', '.join(methods)}")
     if weights not in INT8_WEIGHTS:
         raise ModelError(f"int8 weights '{weights}' unknown; use {', '.join(INT8_WEIGHTS)}")
+    if calibrate_method != "minmax":
+        batches = equal_batches(list(batches))
     src = onnx.load(str(fp32_path))
     meta = {p.key: p.value for p in src.metadata_props}
     with tempfile.TemporaryDirectory() as work, staged_file(out_path, ".onnx") as tmp:
