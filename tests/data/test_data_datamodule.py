@@ -184,3 +184,36 @@ def test_lightning_fit_with_datamodule(make_folder, tmp_path: Path) -> None:
     )
     trainer.fit(model, datamodule=dm)
     assert model.seen and set(model.seen) == {torch.float32}
+
+
+def test_epoch_seeded_sampler_draws_whole_permutations_when_asked_for_more() -> None:
+    from semicompact.data.datamodule import EpochSeededSampler
+
+    plain = EpochSeededSampler(10, seed=3)
+    plain.set_epoch(2)
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(3 * 100_003 + 2)).tolist()
+    assert list(plain) == expected  # the order finished runs were trained with is unchanged
+    longer = EpochSeededSampler(10, seed=3, num_samples=25)
+    longer.set_epoch(2)
+    order = list(longer)
+    assert len(longer) == len(order) == 25 and order[:10] == expected
+    assert sorted(order[10:20]) == list(range(10)) and len(set(order[20:])) == 5
+
+
+@pytest.mark.parametrize("epoch_length", ["both", "labelled"])
+def test_epoch_length_labelled_keeps_steps_independent_of_the_pool(make_folder, epoch_length: str) -> None:
+    from semicompact.methods.consistency import LabelledUnlabelledDataModule
+
+    root = make_folder({"train": {"a": 12, "b": 8}, "test": {"a": 2, "b": 2}}, unlabelled=40)
+    src = open_source(root)
+    manifest = make_split(src, n_labelled=6, val_fraction=0.2, seed=0)
+    dm = LabelledUnlabelledDataModule(
+        src, manifest, image_size=16, batch_size=4, mu=1, epoch_length=epoch_length
+    )
+    batches = [combined for combined, _, _ in dm.train_dataloader()]
+    assert len(dm.pool) >= 40
+    # 12 labelled images at batch 4 are 3 steps; by default the pool's length sets the epoch
+    steps = 3 if epoch_length == "labelled" else len(dm.pool) // 4
+    assert len(batches) == steps
+    seen = {tuple(b["u"][0][i].flatten()[:64].tolist()) for b in batches for i in range(4)}
+    assert len(seen) == 4 * steps  # unlabelled images are not repeated within an epoch

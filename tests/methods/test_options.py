@@ -109,3 +109,16 @@ def test_boolean_option_must_be_true_or_false() -> None:
         ConfigError, match=r"--method mixmatch: option clip_rampup must be true or false, got 'maybe'"
     ):
         flag(parse_option_pairs(["clip_rampup=maybe"]), "clip_rampup", "mixmatch")
+
+
+def test_epoch_length_option_names_its_choices() -> None:
+    from semicompact.methods._options import choice
+
+    lengths = ("both", "labelled")
+    assert choice({"epoch_length": "labelled"}, "epoch_length", lengths, "fixmatch") == "labelled"
+    with pytest.raises(
+        ConfigError, match=r"--method mixmatch: option epoch_length must be one of both, labelled, got 'pool'"
+    ):
+        choice({"epoch_length": "pool"}, "epoch_length", lengths, "mixmatch")
+    for name in ("fixmatch", "mixmatch", "kd"):
+        assert get_method(name).options["epoch_length"] == "both"

@@ -30,20 +30,23 @@ class EpochSeededSampler(Sampler[int]):
     run resumed after an interruption sees exactly the batches an uninterrupted run would.
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, num_samples: int | None = None) -> None:
         self.size = size
         self.seed = seed
         self.epoch = 0
+        self.num_samples = size if num_samples is None else num_samples
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        rounds = -(-self.num_samples // self.size)  # whole permutations, then cut to num_samples
+        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
+        return iter(order[: self.num_samples].tolist())
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples
 
 
 class SemiCompactDataModule(L.LightningDataModule):
@@ -96,10 +99,16 @@ class SemiCompactDataModule(L.LightningDataModule):
         return ImageDataset(self.source, entries, self.image_size, self.skip_log)
 
     def _loader(
-        self, entries: Sequence[Sequence[Any]], batch_size: int, shuffle: bool, drop_last: bool, name: str
+        self,
+        entries: Sequence[Sequence[Any]],
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        name: str,
+        num_samples: int | None = None,
     ) -> DataLoader:
         offset = {"train": 0, "unlabelled": 1}.get(name, 2)
-        sampler = EpochSeededSampler(len(entries), self.seed * 10 + offset) if shuffle else None
+        sampler = EpochSeededSampler(len(entries), self.seed * 10 + offset, num_samples) if shuffle else None
         return DataLoader(
             self.dataset(entries),
             batch_size=batch_size,

@@ -52,3 +52,13 @@ def flag(options: dict[str, Any], name: str, method: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"--method {method}: option {name} must be true or false, got '{value}'")
     return value
+
+
+def choice(options: dict[str, Any], name: str, allowed: tuple[str, ...], method: str) -> str:
+    """One of ``allowed``; anything else is named with the choices."""
+    value = options[name]
+    if value not in allowed:
+        raise ConfigError(
+            f"--method {method}: option {name} must be one of {', '.join(allowed)}, got '{value}'"
+        )
+    return str(value)

@@ -19,18 +19,35 @@ from ..errors import DataError
 from ..training.module import ClassifierModule
 from .pseudo import subsample_pool
 
+EPOCH_LENGTHS = ("both", "labelled")
+
 
 class LabelledUnlabelledDataModule(SemiCompactDataModule):
     """Training batches are ``{"x": (images, labels), "u": (images, -1)}``; an epoch covers both sets.
 
     Labelled images get the run's standard augmentation; unlabelled images arrive as float [0, 1]
     and the method makes its own weak / strong views of them.
+
+    ``epoch_length="labelled"`` makes an epoch one pass over the labelled images, with the
+    unlabelled batches drawn from the whole pool (as in the published FixMatch and MixMatch code,
+    which count iterations, not passes over the pool): the number of optimiser steps then does not
+    grow with the pool, so a large pool costs no more time than a small one.
     """
 
-    def __init__(self, *args: Any, mu: int = 7, max_unlabelled: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        mu: int = 7,
+        max_unlabelled: int | None = None,
+        epoch_length: str = "both",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if epoch_length not in EPOCH_LENGTHS:
+            raise ValueError(f"epoch_length must be one of {EPOCH_LENGTHS}, got {epoch_length!r}")
         self.unlabelled_batch_size = max(1, int(mu) * self.batch_size)
         self.pool = subsample_pool(self.manifest.unlabelled, max_unlabelled, self.seed)
+        self.epoch_length = epoch_length
 
     def train_dataloader(self) -> Any:
         labelled = super().train_dataloader()
@@ -39,6 +56,10 @@ class LabelledUnlabelledDataModule(SemiCompactDataModule):
                 f"no unlabelled images in the split of '{self.source.root}': "
                 "put them in unlabelled/ or pass --unlabelled DIR"
             )
+        if self.epoch_length == "labelled":
+            draws = len(labelled) * self.unlabelled_batch_size
+            unlabelled = self._loader(self.pool, self.unlabelled_batch_size, True, True, "unlabelled", draws)
+            return CombinedLoader({"x": labelled, "u": unlabelled}, mode="max_size_cycle")
         unlabelled = self._loader(self.pool, self.unlabelled_batch_size, True, True, "unlabelled")
         if len(unlabelled) == 0:  # fewer unlabelled images than one batch: keep the partial one
             unlabelled = self._loader(self.pool, self.unlabelled_batch_size, True, False, "unlabelled")

@@ -16,9 +16,9 @@ from torch.nn import functional as F
 from ..compress.finetune import soft_target_loss
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
-from ._options import number
+from ._options import choice, number
 from .base import Method, register_method
-from .consistency import LabelledUnlabelledDataModule, SemiSupervisedModule
+from .consistency import EPOCH_LENGTHS, LabelledUnlabelledDataModule, SemiSupervisedModule
 from .self_training import TEACHER_OPTIONS, prepare_teachers, start_run
 from .teachers import load_teachers
 
@@ -83,6 +83,7 @@ class KnowledgeDistillation(Method):
         "unlabelled": False,
         "mu": 1,
         "max_unlabelled": None,
+        "epoch_length": "both",  # or "labelled": one pass over the labelled images (see consistency.py)
     }
 
     def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
@@ -103,7 +104,10 @@ class KnowledgeDistillation(Method):
         )
         if c["unlabelled"]:
             hooks.datamodule_factory = functools.partial(
-                LabelledUnlabelledDataModule, mu=int(c["mu"]), max_unlabelled=c["max_unlabelled"]
+                LabelledUnlabelledDataModule,
+                mu=int(c["mu"]),
+                max_unlabelled=c["max_unlabelled"],
+                epoch_length=choice(c, "epoch_length", EPOCH_LENGTHS, self.name),
             )
         return fit(train, resume=resume and (run_dir / "config.json").is_file(), hooks=hooks)
 
