@@ -174,9 +174,10 @@ def test_profile_run_and_registered_models(capsys, tiny_run: Path, tmp_path: Pat
         "--out",
         str(out),
     )
-    assert code == 0 and "| network |" in stdout
+    assert code == 0 and "| network |" in stdout and "onnx-int8 weights: uint8" in stdout
     rows = json.loads(out.read_text())
     run_row, r18 = rows
+    assert run_row["int8_weights"] == r18["int8_weights"] == "uint8"
     assert run_row["train_time_per_epoch_s"] == 12.5  # from the run's metrics.json
     assert run_row["size_bytes"]["safetensors_fp32"] == (tiny_run / "best.safetensors").stat().st_size
     assert r18["params"] == pytest.approx(11.18e6, rel=0.01)

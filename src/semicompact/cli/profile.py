@@ -131,7 +131,11 @@ def _report(rows: list[dict[str, Any]], out_file: Path | None) -> None:
     console = Console(soft_wrap=True)
     table = markdown_table(rows)
     console.print(table, highlight=False, markup=False)
-    console.print(f"threads: {rows[0]['threads']}; latency = median of timed runs at batch 1 after warm-up")
+    weights = rows[0].get("int8_weights")
+    console.print(
+        f"threads: {rows[0]['threads']}; latency = median of timed runs at batch 1 after warm-up"
+        + (f"; onnx-int8 weights: {weights}" if weights else "")
+    )
     if out_file:
         write_json(out_file, rows)
         write_text(out_file.with_suffix(".md"), table)
