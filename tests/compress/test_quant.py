@@ -124,6 +124,10 @@ def test_qat_fine_tunes_with_distillation_and_converts(capsys, run: Path, tmp_pa
         (["--method", "ptq", "--option", "calib_images=many"], "expected a int"),
         (["--method", "ptq", "--option", "backend=tensorrt"], "backend=tensorrt"),
         (["--method", "ptq", "--option", "calibration=unlabeled"], "calibration=unlabeled"),
+        (
+            ["--method", "ptq", "--option", "backend=onnx", "--option", "int8_weights=int4"],
+            "--option int8_weights=int4: use one of uint8, int8, int8-7bit",
+        ),
         (["--method", "ptq", "--kd-alpha", "2"], "--kd-alpha"),
     ],
 )

@@ -69,11 +69,10 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
         if image_size is not None and image_size < 8:
             raise ConfigError(f"--image-size {image_size}: use at least 8 pixels")
-        from ..export.onnx import INT8_WEIGHTS
+        from ..export.onnx import check_int8_weights
         from ..export.profile import ProfileSettings
 
-        if int8_weights not in INT8_WEIGHTS:
-            raise ConfigError(f"--int8-weights {int8_weights}: use one of {', '.join(INT8_WEIGHTS)}")
+        check_int8_weights(int8_weights)
         settings = ProfileSettings(
             threads=threads, batch=batch, runs=runs, warmup=warmup, runtimes=chosen, int8_weights=int8_weights
         )

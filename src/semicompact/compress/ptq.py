@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..export.onnx import DEFAULT_INT8_WEIGHTS, check_int8_weights
 from .base import CompressedModel, CompressionContext, Compressor, register_compressor
 from .quant_common import (
     ExportedModule,
@@ -39,7 +40,7 @@ class PostTrainingQuantization(Compressor):
         "calib_images": 256,
         "per_channel": True,  # onnx backend (pt2e is always per-channel)
         "calibrate_method": "minmax",  # onnx backend: minmax, entropy or percentile
-        "int8_weights": "uint8",  # onnx backend: uint8, int8 or int8-7bit (export.onnx.INT8_WEIGHTS)
+        "int8_weights": DEFAULT_INT8_WEIGHTS,  # onnx backend: uint8, int8 or int8-7bit
     }
 
     def compress(self, ctx: CompressionContext) -> CompressedModel:
@@ -48,6 +49,8 @@ class PostTrainingQuantization(Compressor):
         backend = self.config["backend"]
         if backend not in BACKENDS:
             raise ConfigError(f"--option backend={backend}: use one of {', '.join(BACKENDS)}")
+        weights = str(self.config["int8_weights"])
+        check_int8_weights(weights, f"--option int8_weights={weights}")
         batches = calibration_batches(
             ctx.require_data("ptq", "to calibrate the int8 ranges"),
             "ptq",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from .metadata import INPUT_NAME, OUTPUT_NAME, card_metadata
 
 DEFAULT_OPSET = 17
@@ -30,6 +30,13 @@ INT8_WEIGHTS = {
     "int8-7bit": "7-bit int8 weights (reduce_range): the fast U8S8 kernels without saturation",
 }
 DEFAULT_INT8_WEIGHTS = "uint8"
+
+
+def check_int8_weights(value: str, given_as: str | None = None) -> str:
+    """``value`` if it is a known weight type, else one line naming how it was given and the choices."""
+    if value not in INT8_WEIGHTS:
+        raise ConfigError(f"{given_as or f'--int8-weights {value}'}: use one of {', '.join(INT8_WEIGHTS)}")
+    return value
 
 
 @contextlib.contextmanager

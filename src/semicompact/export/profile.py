@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .onnx import DEFAULT_INT8_WEIGHTS
+
 RUNTIMES = ("eager", "onnx", "onnx-int8")
 
 
@@ -34,7 +36,7 @@ class ProfileSettings:
     batch_runs: int = 5
     runtimes: tuple[str, ...] = RUNTIMES
     calib_images: int = 64
-    int8_weights: str = "uint8"  # see export.onnx.INT8_WEIGHTS: int8 is faster on VNNI x86 and ARM
+    int8_weights: str = DEFAULT_INT8_WEIGHTS  # see export.onnx.INT8_WEIGHTS
 
 
 def time_ms(fn: Callable[[], Any], runs: int, warmup: int) -> dict[str, float]:

@@ -14,7 +14,7 @@ import torch
 from ..errors import ConfigError
 from ..io import write_json
 from .check import compare_predictions
-from .onnx import DEFAULT_INT8_WEIGHTS, INT8_WEIGHTS
+from .onnx import DEFAULT_INT8_WEIGHTS, check_int8_weights
 
 FORMATS = {"onnx": "model_fp32.onnx", "onnx-int8": "model_int8.onnx", "torchscript": "model.ts"}
 
@@ -79,8 +79,7 @@ def export_model(
 
     if opset < 13:
         raise ConfigError(f"--opset {opset}: use 13 or newer (per-channel int8 needs 13)")
-    if int8_weights not in INT8_WEIGHTS:
-        raise ConfigError(f"--int8-weights {int8_weights}: use one of {', '.join(INT8_WEIGHTS)}")
+    check_int8_weights(int8_weights)
     model_file, run_dir = resolve_source(source)
     model, card = load_model(model_file)
     datamodule = load_data(run_dir, card, data, split, None, seed)

@@ -8,6 +8,7 @@ dominated by the random initial head).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -17,9 +18,12 @@ from lightning.pytorch.utilities import CombinedLoader
 from ..data import SemiCompactDataModule
 from ..errors import DataError
 from ..training.module import ClassifierModule
+from ._options import choice
 from .pseudo import subsample_pool
 
 EPOCH_LENGTHS = ("both", "labelled")
+# options of every method trained on labelled + unlabelled batches (besides its own ``mu``)
+POOL_OPTIONS: dict[str, Any] = {"max_unlabelled": None, "epoch_length": "both"}
 
 
 class LabelledUnlabelledDataModule(SemiCompactDataModule):
@@ -72,6 +76,16 @@ class LabelledUnlabelledDataModule(SemiCompactDataModule):
             unlabelled = (images.float().div_(255.0) if images.dtype == torch.uint8 else images, labels)
             return {"x": super().on_after_batch_transfer(batch["x"], dataloader_idx), "u": unlabelled}
         return super().on_after_batch_transfer(batch, dataloader_idx)
+
+
+def pool_datamodule(options: dict[str, Any], method: str) -> Any:
+    """The datamodule factory of a method's labelled + unlabelled batches, from its options."""
+    return functools.partial(
+        LabelledUnlabelledDataModule,
+        mu=int(options["mu"]),
+        max_unlabelled=options["max_unlabelled"],
+        epoch_length=choice(options, "epoch_length", EPOCH_LENGTHS, method),
+    )
 
 
 class SemiSupervisedModule(ClassifierModule):

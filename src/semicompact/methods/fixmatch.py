@@ -11,9 +11,9 @@ from torch.nn import functional as F
 from ..data.ssl_augment import strong_augment, weak_augment
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
-from ._options import choice, number
+from ._options import number
 from .base import Method, register_method
-from .consistency import EMA, EPOCH_LENGTHS, LabelledUnlabelledDataModule, SemiSupervisedModule
+from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule
 from .self_training import start_run
 
 
@@ -52,8 +52,7 @@ class FixMatch(Method):
         "mu": 7,
         "lambda_u": 1.0,
         "ema": 0.999,
-        "max_unlabelled": None,
-        "epoch_length": "both",  # or "labelled": one pass over the labelled images (see consistency.py)
+        **POOL_OPTIONS,
     }
 
     def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
@@ -66,12 +65,7 @@ class FixMatch(Method):
             module_factory=functools.partial(
                 _module, threshold=float(c["threshold"]), lambda_u=float(c["lambda_u"]), vflip=train.vflip
             ),
-            datamodule_factory=functools.partial(
-                LabelledUnlabelledDataModule,
-                mu=int(c["mu"]),
-                max_unlabelled=c["max_unlabelled"],
-                epoch_length=choice(c, "epoch_length", EPOCH_LENGTHS, self.name),
-            ),
+            datamodule_factory=pool_datamodule(c, self.name),
             callbacks=[EMA(float(c["ema"]))] if float(c["ema"]) > 0 else [],
             summary={"method": self.name, "options": dict(c)},
         )

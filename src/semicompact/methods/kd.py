@@ -16,9 +16,9 @@ from torch.nn import functional as F
 from ..compress.finetune import soft_target_loss
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
-from ._options import choice, number
+from ._options import number
 from .base import Method, register_method
-from .consistency import EPOCH_LENGTHS, LabelledUnlabelledDataModule, SemiSupervisedModule
+from .consistency import POOL_OPTIONS, SemiSupervisedModule, pool_datamodule
 from .self_training import TEACHER_OPTIONS, prepare_teachers, start_run
 from .teachers import load_teachers
 
@@ -82,8 +82,7 @@ class KnowledgeDistillation(Method):
         "alpha": 0.7,
         "unlabelled": False,
         "mu": 1,
-        "max_unlabelled": None,
-        "epoch_length": "both",  # or "labelled": one pass over the labelled images (see consistency.py)
+        **POOL_OPTIONS,
     }
 
     def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
@@ -103,12 +102,7 @@ class KnowledgeDistillation(Method):
             summary={"method": self.name, "options": dict(c), "teachers": [str(d) for d in dirs]},
         )
         if c["unlabelled"]:
-            hooks.datamodule_factory = functools.partial(
-                LabelledUnlabelledDataModule,
-                mu=int(c["mu"]),
-                max_unlabelled=c["max_unlabelled"],
-                epoch_length=choice(c, "epoch_length", EPOCH_LENGTHS, self.name),
-            )
+            hooks.datamodule_factory = pool_datamodule(c, self.name)
         return fit(train, resume=resume and (run_dir / "config.json").is_file(), hooks=hooks)
 
 

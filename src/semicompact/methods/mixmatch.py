@@ -11,9 +11,9 @@ from torch.nn import functional as F
 from ..data.ssl_augment import weak_augment
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
-from ._options import choice, flag, number
+from ._options import flag, number
 from .base import Method, register_method
-from .consistency import EMA, EPOCH_LENGTHS, LabelledUnlabelledDataModule, SemiSupervisedModule
+from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule
 from .self_training import start_run
 
 
@@ -111,8 +111,7 @@ class MixMatch(Method):
         "mu": 1,
         "ema": 0.999,
         "distribution_alignment": False,
-        "max_unlabelled": None,
-        "epoch_length": "both",  # or "labelled": one pass over the labelled images (see consistency.py)
+        **POOL_OPTIONS,
     }
 
     def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
@@ -136,12 +135,7 @@ class MixMatch(Method):
                 vflip=train.vflip,
                 align=flag(c, "distribution_alignment", self.name),
             ),
-            datamodule_factory=functools.partial(
-                LabelledUnlabelledDataModule,
-                mu=int(c["mu"]),
-                max_unlabelled=c["max_unlabelled"],
-                epoch_length=choice(c, "epoch_length", EPOCH_LENGTHS, self.name),
-            ),
+            datamodule_factory=pool_datamodule(c, self.name),
             callbacks=[EMA(float(c["ema"]))] if float(c["ema"]) > 0 else [],
             summary={"method": self.name, "options": dict(c)},
         )
