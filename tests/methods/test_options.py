@@ -122,3 +122,15 @@ def test_epoch_length_option_names_its_choices() -> None:
         choice({"epoch_length": "pool"}, "epoch_length", lengths, "mixmatch")
     for name in ("fixmatch", "mixmatch", "kd"):
         assert get_method(name).options["epoch_length"] == "both"
+
+
+def test_warm_start_is_off_by_default_and_must_be_a_boolean(tmp_path) -> None:
+    from semicompact.methods.consistency import warm_start
+    from semicompact.training import TrainConfig
+
+    for name in ("fixmatch", "mixmatch"):
+        assert get_method(name).options["warm_start"] is False
+    train = TrainConfig(data="x", out=str(tmp_path / "run"), model="resnet18")
+    assert warm_start({"warm_start": False}, "mixmatch", train, tmp_path, tmp_path / "split.json") is train
+    with pytest.raises(ConfigError, match=r"--method fixmatch: option warm_start must be true or false, got 'yes'"):
+        warm_start({"warm_start": "yes"}, "fixmatch", train, tmp_path, tmp_path / "split.json")

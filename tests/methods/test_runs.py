@@ -211,3 +211,27 @@ def test_kd_trains_from_a_finished_teacher_run_and_reloads_its_checkpoint(
 
     with pytest.raises(ConfigError, match="was trained on another split"):
         run_method("kd", other, {"teacher_runs": str(teacher.run_dir)})
+
+
+def _first_val_loss(run_dir: Path) -> float:
+    rows = csv.DictReader(next((run_dir / "logs").rglob("metrics.csv")).open())
+    return next(float(r["val/loss"]) for r in rows if r.get("val/loss"))
+
+
+def test_warm_start_begins_from_the_supervised_model_of_the_same_network(
+    cells_dir: Path, tmp_path: Path
+) -> None:
+    base = run_method("supervised", _config(cells_dir, tmp_path / "supervised"))
+    options = {"mu": 1, "max_unlabelled": 32}
+    cold = run_method("mixmatch", _config(cells_dir, tmp_path / "cold"), options)
+    warm = run_method("mixmatch", _config(cells_dir, tmp_path / "warm"), {**options, "warm_start": True})
+    (start,) = [d for d in (tmp_path / "teachers").iterdir() if d.is_dir()]
+    assert json.loads((warm.run_dir / "config.json").read_text())["weights"] == str(start / "best.safetensors")
+    # the model it starts from is the supervised base itself: same network, data, split and seed
+    assert json.loads((start / "config.json").read_text())["model"] == "mobilenetv2_100"
+    assert json.loads((start / "metrics.json").read_text())["test"] == base.metrics["test"]
+    # and it is loaded: after one head step the warm run fits the validation images better than a cold one
+    assert _first_val_loss(warm.run_dir) < _first_val_loss(cold.run_dir) - 0.05
+    fixmatch = run_method("fixmatch", _config(cells_dir, tmp_path / "fixmatch"), {**options, "warm_start": True})
+    assert [d for d in (tmp_path / "teachers").iterdir() if d.is_dir()] == [start]  # trained once, reused
+    assert json.loads((fixmatch.run_dir / "config.json").read_text())["weights"] == str(start / "best.safetensors")

@@ -9,6 +9,8 @@ dominated by the random initial head).
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,9 +19,12 @@ from lightning.pytorch.utilities import CombinedLoader
 
 from ..data import SemiCompactDataModule
 from ..errors import DataError
+from ..training.config import TrainConfig
 from ..training.module import ClassifierModule
-from ._options import choice
+from ._options import choice, flag
 from .pseudo import subsample_pool
+from .self_training import teacher_cache
+from .teachers import train_teachers
 
 EPOCH_LENGTHS = ("both", "labelled")
 # options of every method trained on labelled + unlabelled batches (besides its own ``mu``)
@@ -86,6 +91,21 @@ def pool_datamodule(options: dict[str, Any], method: str) -> Any:
         max_unlabelled=options["max_unlabelled"],
         epoch_length=choice(options, "epoch_length", EPOCH_LENGTHS, method),
     )
+
+
+def warm_start(options: dict[str, Any], method: str, train: TrainConfig, run_dir: Path, split: Path) -> TrainConfig:
+    """``warm_start: true`` starts the student from its own network trained on the labelled images.
+
+    The consistency loss then refines a model whose guesses are already good instead of racing a
+    cold start: in a short schedule a cold MixMatch spends its steps fitting MixUp and ends below
+    the supervised base. The supervised model is trained once and cached with the teachers (a
+    benchmark's ``supervised`` settings give the same model), so a grid pays for it once.
+    """
+    if not flag(options, "warm_start", method):
+        return train
+    given = [train.weights] if train.weights else None
+    (supervised,) = train_teachers(train, [train.model], split, teacher_cache(run_dir, None), weights=given)
+    return replace(train, weights=str(supervised / "best.safetensors"))
 
 
 class SemiSupervisedModule(ClassifierModule):

@@ -13,7 +13,7 @@ from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
 from ._options import number
 from .base import Method, register_method
-from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule
+from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule, warm_start
 from .self_training import start_run
 
 
@@ -52,6 +52,7 @@ class FixMatch(Method):
         "mu": 7,
         "lambda_u": 1.0,
         "ema": 0.999,
+        "warm_start": False,
         **POOL_OPTIONS,
     }
 
@@ -60,7 +61,8 @@ class FixMatch(Method):
         number(c, "threshold", 0.0, 1.0, self.name)
         number(c, "ema", 0.0, 1.0, self.name)
         number(c, "mu", 1, 64, self.name)
-        run_dir, train, _ = start_run(self, train, resume)
+        run_dir, train, split = start_run(self, train, resume)
+        train = warm_start(c, self.name, train, run_dir, split)
         hooks = FitHooks(
             module_factory=functools.partial(
                 _module, threshold=float(c["threshold"]), lambda_u=float(c["lambda_u"]), vflip=train.vflip

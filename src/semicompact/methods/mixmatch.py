@@ -13,7 +13,7 @@ from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
 from ._options import flag, number
 from .base import Method, register_method
-from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule
+from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule, warm_start
 from .self_training import start_run
 
 
@@ -110,6 +110,7 @@ class MixMatch(Method):
         "clip_rampup": False,
         "mu": 1,
         "ema": 0.999,
+        "warm_start": False,
         "distribution_alignment": False,
         **POOL_OPTIONS,
     }
@@ -122,7 +123,8 @@ class MixMatch(Method):
         number(c, "k", 1, 16, self.name)
         number(c, "mu", 1, 64, self.name)
         number(c, "ema", 0.0, 1.0, self.name)
-        run_dir, train, _ = start_run(self, train, resume)
+        run_dir, train, split = start_run(self, train, resume)
+        train = warm_start(c, self.name, train, run_dir, split)
         hooks = FitHooks(
             module_factory=functools.partial(
                 _module,
