@@ -132,5 +132,7 @@ def test_warm_start_is_off_by_default_and_must_be_a_boolean(tmp_path) -> None:
         assert get_method(name).options["warm_start"] is False
     train = TrainConfig(data="x", out=str(tmp_path / "run"), model="resnet18")
     assert warm_start({"warm_start": False}, "mixmatch", train, tmp_path, tmp_path / "split.json") is train
-    with pytest.raises(ConfigError, match=r"--method fixmatch: option warm_start must be true or false, got 'yes'"):
+    with pytest.raises(
+        ConfigError, match=r"--method fixmatch: option warm_start must be true or false, got 'yes'"
+    ):
         warm_start({"warm_start": "yes"}, "fixmatch", train, tmp_path, tmp_path / "split.json")

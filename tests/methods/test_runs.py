@@ -226,12 +226,18 @@ def test_warm_start_begins_from_the_supervised_model_of_the_same_network(
     cold = run_method("mixmatch", _config(cells_dir, tmp_path / "cold"), options)
     warm = run_method("mixmatch", _config(cells_dir, tmp_path / "warm"), {**options, "warm_start": True})
     (start,) = [d for d in (tmp_path / "teachers").iterdir() if d.is_dir()]
-    assert json.loads((warm.run_dir / "config.json").read_text())["weights"] == str(start / "best.safetensors")
+    assert json.loads((warm.run_dir / "config.json").read_text())["weights"] == str(
+        start / "best.safetensors"
+    )
     # the model it starts from is the supervised base itself: same network, data, split and seed
     assert json.loads((start / "config.json").read_text())["model"] == "mobilenetv2_100"
     assert json.loads((start / "metrics.json").read_text())["test"] == base.metrics["test"]
     # and it is loaded: after one head step the warm run fits the validation images better than a cold one
     assert _first_val_loss(warm.run_dir) < _first_val_loss(cold.run_dir) - 0.05
-    fixmatch = run_method("fixmatch", _config(cells_dir, tmp_path / "fixmatch"), {**options, "warm_start": True})
+    fixmatch = run_method(
+        "fixmatch", _config(cells_dir, tmp_path / "fixmatch"), {**options, "warm_start": True}
+    )
     assert [d for d in (tmp_path / "teachers").iterdir() if d.is_dir()] == [start]  # trained once, reused
-    assert json.loads((fixmatch.run_dir / "config.json").read_text())["weights"] == str(start / "best.safetensors")
+    assert json.loads((fixmatch.run_dir / "config.json").read_text())["weights"] == str(
+        start / "best.safetensors"
+    )

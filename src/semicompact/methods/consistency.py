@@ -93,7 +93,9 @@ def pool_datamodule(options: dict[str, Any], method: str) -> Any:
     )
 
 
-def warm_start(options: dict[str, Any], method: str, train: TrainConfig, run_dir: Path, split: Path) -> TrainConfig:
+def warm_start(
+    options: dict[str, Any], method: str, train: TrainConfig, run_dir: Path, split: Path
+) -> TrainConfig:
     """``warm_start: true`` starts the student from its own network trained on the labelled images.
 
     The consistency loss then refines a model whose guesses are already good instead of racing a
