@@ -27,6 +27,11 @@ from semicompact.report.collect import collect
 CONSISTENCY = ("fixmatch", "mixmatch")
 
 
+def is_consistency(label: str) -> bool:
+    """FixMatch and MixMatch, and recipe variants of them labelled like ``mixmatch_warm``."""
+    return any(label == name or label.startswith(f"{name}_") for name in CONSISTENCY)
+
+
 def paired_scores(bench: Path, metric: str, baseline: str) -> pd.DataFrame:
     """One row per (model, dataset, seed, method) with the score and the baseline's score, in points."""
     done = pd.DataFrame(collect(bench).done)
@@ -81,7 +86,7 @@ def model_section(pairs: pd.DataFrame, model: str, baseline: str) -> list[str]:
     verdict = "yes" if complete else "so far yes (partial grid)"
     best = max(others, key=lambda k: others[k][0])
     below = [f"{k} {v[0]:+.1f}" for k, v in others.items() if v[0] < 0]
-    ssl = {k: v for k, v in others.items() if k in CONSISTENCY}
+    ssl = {k: v for k, v in others.items() if is_consistency(k)}
     ssl_bad = [f"{k} {v[1]:+.1f}" for k, v in ssl.items() if v[1] < -1.0]
     lines += [
         "| goal | measured | reached |",
