@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from ..data.ssl_augment import strong_augment, weak_augment
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
-from ._options import number
+from ._options import flag, number
 from .base import Method, register_method
 from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule, warm_start
 from .self_training import start_run
@@ -60,6 +60,7 @@ class FixMatch(Method):
         c = self.config
         number(c, "threshold", 0.0, 1.0, self.name)
         number(c, "ema", 0.0, 1.0, self.name)
+        flag(c, "warm_start", self.name)  # checked before the run folder is made
         number(c, "mu", 1, 64, self.name)
         run_dir, train, split = start_run(self, train, resume)
         train = warm_start(c, self.name, train, run_dir, split)

@@ -123,6 +123,7 @@ class MixMatch(Method):
         number(c, "k", 1, 16, self.name)
         number(c, "mu", 1, 64, self.name)
         number(c, "ema", 0.0, 1.0, self.name)
+        flag(c, "warm_start", self.name)  # checked before the run folder is made
         run_dir, train, split = start_run(self, train, resume)
         train = warm_start(c, self.name, train, run_dir, split)
         hooks = FitHooks(
