@@ -42,10 +42,10 @@ def paired_scores(bench: Path, metric: str, baseline: str) -> pd.DataFrame:
     return pairs
 
 
-def _cell(values: pd.Series) -> str:
-    if len(values) == 1:
-        return f"{values.iloc[0]:.1f}"
-    return f"{values.mean():.1f}({values.std(ddof=1):.1f})"
+def _cell(values: pd.Series, n_seeds: int) -> str:
+    """mean(std) in points; a cell over fewer seeds than its baseline says so."""
+    text = f"{values.iloc[0]:.1f}" if len(values) == 1 else f"{values.mean():.1f}({values.std(ddof=1):.1f})"
+    return text if len(values) >= n_seeds else f"{text} [{len(values)} of {n_seeds} seeds]"
 
 
 def model_section(pairs: pd.DataFrame, model: str, baseline: str) -> list[str]:
@@ -67,10 +67,14 @@ def model_section(pairs: pd.DataFrame, model: str, baseline: str) -> list[str]:
     for method in methods:
         m = sub[sub["method"] == method]
         per_dataset = m.groupby("dataset")["change"].mean()
-        cells = [_cell(m[m["dataset"] == d]["score"]) if d in set(m["dataset"]) else "-" for d in datasets]
+        cells = [
+            _cell(m[m["dataset"] == d]["score"], len(seeds[d])) if d in set(m["dataset"]) else "-"
+            for d in datasets
+        ]
         mean_score = m.groupby("dataset")["score"].mean().mean()
         change = per_dataset.mean()
-        summary[method] = (change, per_dataset.min(), len(per_dataset) == len(datasets))
+        all_seeds = all((m["dataset"] == d).sum() >= len(seeds[d]) for d in datasets)
+        summary[method] = (change, per_dataset.min(), len(per_dataset) == len(datasets) and all_seeds)
         worst = "" if method == baseline else f"{per_dataset.min():+.1f} ({per_dataset.idxmin()})"
         delta = "" if method == baseline else f"{change:+.1f}"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {mean_score:.1f} | {delta} | {worst} |")
@@ -82,7 +86,13 @@ def model_section(pairs: pd.DataFrame, model: str, baseline: str) -> list[str]:
     ]
     others = {k: v for k, v in summary.items() if k != baseline}
     complete = all(v[2] for v in others.values()) and set(datasets) == benchmark_datasets
-    note = "" if complete else f" (partial: {len(datasets)} of {len(benchmark_datasets)} datasets)"
+    missing_seeds = [k for k, v in others.items() if not v[2]] if set(datasets) == benchmark_datasets else []
+    if complete:
+        note = ""
+    elif missing_seeds:
+        note = f" (partial: fewer seeds for {', '.join(missing_seeds)})"
+    else:
+        note = f" (partial: {len(datasets)} of {len(benchmark_datasets)} datasets)"
     verdict = "yes" if complete else "so far yes (partial grid)"
     best = max(others, key=lambda k: others[k][0])
     below = [f"{k} {v[0]:+.1f}" for k, v in others.items() if v[0] < 0]

@@ -1,0 +1,56 @@
+"""bench/ssl_goals.py: the goal table's numbers and verdicts, including cells over fewer seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).parents[2] / "bench" / "ssl_goals.py"
+
+
+@pytest.fixture(scope="module")
+def goals():
+    spec = importlib.util.spec_from_file_location("ssl_goals", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pairs(scores: dict[tuple[str, str, int], float]) -> pd.DataFrame:
+    """Rows like paired_scores() makes, from {(method, dataset, seed): score in points}."""
+    rows = []
+    for (method, dataset, seed), score in scores.items():
+        base = scores[("supervised", dataset, seed)]
+        row = dict(model="net", dataset=dataset, seed=seed, method=method, score=score, change=score - base)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+BASE = {("supervised", d, s): 70.0 + s for d in ("a", "b") for s in (0, 1, 2)}
+
+
+def test_complete_grid_numbers_and_verdicts(goals) -> None:
+    scores = dict(BASE)
+    scores |= {("plain", d, s): 78.0 + s for d in ("a", "b") for s in (0, 1, 2)}  # +8 everywhere
+    scores |= {("fixmatch", "a", s): 71.0 + s for s in (0, 1, 2)}  # +1 on a
+    scores |= {("fixmatch", "b", s): 68.0 + s for s in (0, 1, 2)}  # -2 on b: misses goal 3
+    text = "\n".join(goals.model_section(pairs(scores), "net", "supervised"))
+    assert "| plain | 79.0(1.0) | 79.0(1.0) | 79.0 | +8.0 | +8.0 (a) |" in text
+    assert "| fixmatch | 72.0(1.0) | 69.0(1.0) | 70.5 | -0.5 | -2.0 (b) |" in text
+    assert "| best method >= +5 points on average | plain +8.0 | yes |" in text
+    assert "**no**: fixmatch -0.5" in text and "**no**: fixmatch -2.0" in text
+    assert "partial" not in text and "seeds]" not in text
+
+
+def test_cell_over_fewer_seeds_is_marked_partial(goals) -> None:
+    scores = dict(BASE)
+    scores |= {("plain", d, s): 78.0 + s for d in ("a", "b") for s in (0, 1, 2)}
+    scores |= {("fixmatch", d, s): 71.0 + s for d in ("a", "b") for s in (0, 1)}  # seed 2 missing
+    text = "\n".join(goals.model_section(pairs(scores), "net", "supervised"))
+    assert "| fixmatch | 71.5(0.7) [2 of 3 seeds] | 71.5(0.7) [2 of 3 seeds] |" in text
+    assert "(partial: fewer seeds for fixmatch)" in text
+    goal3 = "| FixMatch, MixMatch never > 1 point below on any dataset | fixmatch worst +1.0 | so far yes"
+    assert goal3 in text
