@@ -49,13 +49,34 @@ def save_model(path: str | Path, model: Classifier, card: ModelCard) -> None:
     write_bytes(path, st_save(tensors, metadata=card.to_metadata()))
 
 
-def load_model(path: str | Path) -> tuple[Classifier, ModelCard]:
-    """Rebuild the network described by the file's card and load its weights (eval mode)."""
+def model_file(path: str | Path) -> Path:
+    """The model file of ``path``: itself, a folder's ``best.safetensors``, or a folder's one ``.scdc``."""
     p = Path(path)
     if p.is_dir():
-        p = p / "best.safetensors"
+        compressed = sorted(p.glob("*.scdc"))
+        p = (
+            compressed[0]
+            if len(compressed) == 1 and not (p / "best.safetensors").is_file()
+            else p / "best.safetensors"
+        )
     if not p.is_file():
-        raise ModelError(f"model file '{p}' not found; give a run folder or its best.safetensors")
+        raise ModelError(
+            f"model file '{p}' not found; give a run folder, its best.safetensors or a .scdc file"
+        )
+    return p
+
+
+def load_model(path: str | Path) -> tuple[Classifier, ModelCard]:
+    """Rebuild the network described by the file's card and load its weights (eval mode).
+
+    ``path`` is a run folder (its ``best.safetensors``), a ``.safetensors`` file, or a Deep
+    Compression ``.scdc`` file / the ``compress`` folder holding one (decoded to the float model).
+    """
+    p = model_file(path)
+    if p.suffix.lower() == ".scdc":
+        from .compress.deep_compression import load_deep_compressed
+
+        return load_deep_compressed(p)
     try:
         with safe_open(str(p), framework="pt") as fh:
             meta = fh.metadata()

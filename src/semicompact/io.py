@@ -2,7 +2,8 @@
 
 A crash or ``kill -9`` in the middle of a write must never leave a half-written result: every file
 is written to a temporary sibling, flushed, fsynced and renamed over the target (``os.replace`` is
-atomic on POSIX and Windows).
+atomic on POSIX and Windows). The result gets the permissions of an ordinary ``open(path, "w")``
+(0666 less the umask), not the private 0600 of a temporary file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        if hasattr(os, "fchmod"):  # POSIX; Windows has no mode bits to fix
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
             yield fh
             fh.flush()
@@ -35,6 +38,13 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -112,4 +112,6 @@ def register(app: typer.Typer) -> None:
                 f"({100 * result['macro_f1_change']:+.2f} points); accuracy {c['accuracy']:.4f} vs "
                 f"{f['accuracy']:.4f}"
             )
+        for warning in result.get("warnings", []):
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]warning: {warning}[/]", highlight=False)
         console.print(f"outputs in {result['out']}")

@@ -224,8 +224,15 @@ def predict(
     ],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     out_file: Annotated[
-        Path, typer.Option("--out", "-o", help="CSV with class and probabilities per image.")
-    ] = Path("predictions.csv"),
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="CSV with class and probabilities per image (default: runs/predictions.csv, "
+            "or runs/predictions-2.csv... when that exists).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
     batch_size: Annotated[int, typer.Option()] = 64,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for an .onnx model (default: onnxruntime's).")
@@ -234,9 +241,12 @@ def predict(
     """Predict the class of images; unreadable files are reported and skipped.
 
     An .onnx model (from `semicompact export`) runs with onnxruntime alone: PyTorch is not imported.
+    A .scdc file (from `compress --method deep_compression`) is decoded and used like any model.
+    An existing --out file is never overwritten without --force.
 
     Example: semicompact predict runs/blood new_images/ --out predictions.csv
     """
+    out_file = _predictions_path(out_file, force)
     if model_path.suffix.lower() == ".onnx":
         from ..export.onnx_predict import predict_files_onnx
 
@@ -250,6 +260,22 @@ def predict(
     out.print(f"{rows} image(s) classified; predictions in {out_file}")
     for path, reason in failed:
         err.print(f"[yellow]skipped {path}: {reason}[/]")
+
+
+def _predictions_path(out_file: Path | None, force: bool) -> Path:
+    """The CSV to write: --out (refused if it exists, unless --force) or a fresh runs/predictions*.csv."""
+    if out_file is not None:
+        if out_file.exists() and not force:
+            raise ConfigError(
+                f"--out '{out_file}' already exists; pass --force to overwrite it or choose another --out"
+            )
+        return out_file
+    default = Path("runs") / "predictions.csv"
+    k = 2
+    while default.exists():
+        default = Path("runs") / f"predictions-{k}.csv"
+        k += 1
+    return default
 
 
 @app.command("split")

@@ -96,7 +96,7 @@ def predict_probs(module: nn.Module, loader: Any) -> tuple[torch.Tensor, torch.T
 
 def evaluate_module(module: nn.Module, loader: Any, classes: list[str]) -> dict[str, Any]:
     """macro-F1, accuracy, n and seconds of ``module`` on ``loader`` (no per-class detail)."""
-    from ..evaluate.metrics import classification_metrics
+    from ..evaluate.metrics import classification_metrics, collapse_check
 
     start = time.perf_counter()
     probs, targets = predict_probs(module, loader)
@@ -105,7 +105,27 @@ def evaluate_module(module: nn.Module, loader: Any, classes: list[str]) -> dict[
         return {"n": 0}
     m = classification_metrics(probs, targets, classes)
     keys = ("n", "macro_f1", "f1", "accuracy", "balanced_accuracy", "roc_auc")
-    return {**{k: m[k] for k in keys}, "seconds": round(seconds, 3)}
+    return {**{k: m[k] for k in keys}, "seconds": round(seconds, 3), "collapse": collapse_check(m)}
+
+
+#: a compressed model this many points of macro-F1 below its float model gets a warning
+LOSS_WARNING_POINTS = 5.0
+
+
+def compression_warnings(metrics: dict[str, Any]) -> list[str]:
+    """What the user must not miss about a compressed model: it collapsed, or it lost many points."""
+    test = metrics.get("test") or {}
+    found = []
+    reason = (test.get("compressed") or {}).get("collapse")
+    if reason:
+        found.append(f"the compressed model collapsed: {reason}")
+    change = metrics.get("macro_f1_change")
+    if change is not None and 100 * change <= -LOSS_WARNING_POINTS:
+        found.append(
+            f"the compressed model is {-100 * change:.1f} points of macro-F1 below the float model; "
+            "fine-tune it longer (--finetune-epochs, --kd-alpha) or compress less"
+        )
+    return found
 
 
 @contextlib.contextmanager
@@ -236,6 +256,8 @@ def run_compression(
                 metrics["test"] = {"float": before, "compressed": after}
                 metrics["macro_f1_change"] = after["macro_f1"] - before["macro_f1"]
                 metrics["accuracy_change"] = after["accuracy"] - before["accuracy"]
+                metrics["collapse"] = after["collapse"]
+        metrics["warnings"] = compression_warnings(metrics)
         write_json(tmp / "metrics.json", metrics)
     metrics["out"] = str(out_path)
     metrics["module"] = result.module  # for library callers (not written)

@@ -28,7 +28,7 @@ def evaluate_model(
     if subset not in SUBSETS:
         raise ConfigError(f"--subset must be one of {', '.join(SUBSETS)}, got '{subset}'")
     model, card = load_model(model_path)
-    run_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+    run_dir = _run_dir_of(Path(model_path))
     run_config = run_dir / "config.json"
     config: dict[str, Any] = json.loads(run_config.read_text()) if run_config.is_file() else {}
     if data is None:
@@ -52,3 +52,16 @@ def evaluate_model(
     if out:
         write_json(out, metrics)
     return metrics
+
+
+def _run_dir_of(model_path: Path) -> Path:
+    """The training run behind a model: its folder, or for a ``compress`` output the run it came from."""
+    folder = model_path if model_path.is_dir() else model_path.parent
+    if not (folder / "config.json").is_file() and (folder / "metrics.json").is_file():
+        try:
+            source = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("source")
+        except (OSError, ValueError, AttributeError):
+            source = None
+        if isinstance(source, str) and (Path(source).parent / "config.json").is_file():
+            return Path(source).parent
+    return folder
