@@ -16,10 +16,12 @@ the epochs since the last checkpoint. Shards only ever write their own runs' fol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +33,7 @@ from ..errors import ConfigError
 from ..io import write_json
 from .environment import environment
 from .recipe import Recipe, RunSpec, shard_runs
+from .threads import ThreadPlan, plan_threads
 
 RESULT = "bench_result.json"
 SPEC = "bench_spec.json"
@@ -122,12 +125,47 @@ def write_bench_file(out: Path, recipe: Recipe) -> None:
     """``bench.json``: the recipe of the latest pass and every run id any pass asked for.
 
     Recipes that slice one study (one seed, one model at a time) into the same folder add up, so the
-    report covers all of them. Shards of one recipe compute the same content, so concurrent writes agree.
+    report covers all of them. Processes starting at once (two recipes, or shards, on one folder)
+    take an exclusive lock, re-read the file under it and merge, so no run id is ever lost.
     """
-    earlier = _read_json(out / "bench.json").get("runs")
-    ids = list(earlier) if isinstance(earlier, list) else []
-    ids += [r.id for r in recipe.runs() if r.id not in set(ids)]
-    write_json(out / "bench.json", {"recipe": recipe.to_dict(), "runs": ids, "n_runs": len(ids)})
+    with _locked(out / ".bench.json.lock"):
+        earlier = _read_json(out / "bench.json").get("runs")
+        ids = list(earlier) if isinstance(earlier, list) else []
+        known = set(ids)
+        ids += [r.id for r in recipe.runs() if r.id not in known]
+        write_json(out / "bench.json", {"recipe": recipe.to_dict(), "runs": ids, "n_runs": len(ids)})
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (POSIX ``fcntl``; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one process per folder is the user's business
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _set_threads(
+    threads: int | None, jobs: int | None, previous: ThreadPlan | None, console: Console, label: str
+) -> ThreadPlan:
+    """Share the cores among the bench processes now running; say so when the share changes."""
+    import torch
+
+    plan = plan_threads(threads, jobs)
+    if previous is None or (plan.threads, plan.jobs) != (previous.threads, previous.jobs):
+        console.print(f"{label}{plan.describe()}", highlight=False, soft_wrap=True)
+        if plan.warning():
+            console.print(f"[yellow]warning: {plan.warning()}[/]", highlight=False, soft_wrap=True)
+    torch.set_num_threads(plan.threads)
+    return plan
 
 
 def run_grid(
@@ -136,8 +174,14 @@ def run_grid(
     shard: tuple[int, int] = (0, 1),
     console: Console | None = None,
     retry_failed: bool = True,
+    threads: int | None = None,
+    jobs: int | None = None,
 ) -> GridSummary:
-    """Run this shard's part of the grid; a failing run is recorded and the grid goes on."""
+    """Run this shard's part of the grid; a failing run is recorded and the grid goes on.
+
+    Each run gets ``threads`` torch threads, by default the cores shared among ``jobs`` bench
+    processes (counted on this machine before every run when not given; ``bench.threads``).
+    """
     console = console or Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
     write_bench_file(out, recipe)
@@ -164,8 +208,10 @@ def run_grid(
     start = time.perf_counter()
     times: list[float] = []
     failures: list[dict[str, Any]] = []
+    plan: ThreadPlan | None = None
     for k, spec in enumerate(todo, 1):
         folder = run_dir(out, spec)
+        plan = _set_threads(threads, jobs, plan, console, label)
         t0 = time.perf_counter()
         started = _now()
         # trained by an earlier pass that died before its result file (or a checkout that kept only

@@ -8,6 +8,11 @@ from typing import Annotated
 import typer
 
 
+def default_out(name: str) -> Path:
+    """Where a recipe without `out` writes when --out is not given: under runs/, never the checkout."""
+    return Path("runs") / "bench" / name
+
+
 def register(app: typer.Typer) -> None:
     app.command("bench")(bench)
 
@@ -17,7 +22,7 @@ def bench(
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Benchmark folder (default: the recipe's `out`, else bench/<name>)."
+            "--out", "-o", help="Benchmark folder (default: the recipe's `out`, else runs/bench/<name>)."
         ),
     ] = None,
     shard: Annotated[
@@ -29,12 +34,30 @@ def bench(
         bool, typer.Option(help="List the runs of this shard and their state; run nothing.")
     ] = False,
     report: Annotated[bool, typer.Option(help="Write the report when the whole grid is finished.")] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch threads per run (default: this machine's cores divided by the bench "
+            "processes running on it, or by --jobs).",
+            min=1,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="Bench processes you run on this machine at once (default: counted before each run).",
+            min=1,
+        ),
+    ] = None,
     estimate_from: Annotated[
         Path | None,
         typer.Option(help="With --dry-run: estimate RECIPE's time from the runs of this benchmark folder."),
     ] = None,
 ) -> None:
     """Run every dataset x model x method x seed of RECIPE; finished runs are skipped, unfinished resumed.
+
+    Each run uses this machine's cores divided by the bench processes running on it (counted before
+    every run; --jobs or --threads to set it), so that two shards on one machine do not oversubscribe it.
 
     Examples:
 
@@ -50,7 +73,7 @@ def bench(
     console = Console(stderr=True)
     parsed = load_recipe(recipe)
     part = parse_shard(shard or slurm_shard())
-    out = out_dir or parsed.out or Path("bench") / parsed.name
+    out = out_dir or parsed.out or default_out(parsed.name)
     if dry_run:
         runs = shard_runs(parsed.runs(), part)
         for spec in runs:
@@ -71,7 +94,9 @@ def bench(
                 f"{cost.basis['method']} by method, {cost.basis['all']} by the overall mean)"
             )
         return
-    summary = run_grid(parsed, out, part, console=console, retry_failed=retry_failed)
+    summary = run_grid(
+        parsed, out, part, console=console, retry_failed=retry_failed, threads=threads, jobs=jobs
+    )
     console.print(
         f"{summary.done} run(s) done, {summary.skipped} skipped (finished earlier), "
         f"{len(summary.failed)} failed, in {summary.elapsed_s:.0f} s; results in {out}"
