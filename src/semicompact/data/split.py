@@ -37,6 +37,10 @@ class SplitManifest:
     n_labelled: int
     test_fraction: float
     val_fraction: float
+    # where the validation labels come from: "labelled" (out of the n_labelled budget) or "official"
+    # (the source's own validation split, else a val_fraction of train); older manifests are official
+    val_source: str = "official"
+    val_share: float = 0.0
     labelled: list[Entry] = field(default_factory=list)
     unlabelled: list[Entry] = field(default_factory=list)
     val: list[Entry] = field(default_factory=list)
@@ -131,9 +135,23 @@ def make_split(
     test_fraction: float = 0.25,
     val_fraction: float = 0.1,
     seed: int = 0,
+    val: str = "labelled",
+    val_share: float = 0.2,
 ) -> SplitManifest:
-    """Split ``source`` following the paper: test (own or stratified), val, N labelled per class, rest
-    unlabelled."""
+    """Split ``source`` following the paper: test (own or stratified), N labelled per class, rest
+    unlabelled.
+
+    ``val="labelled"`` (the default, as in the paper's fastai setup) takes the validation images out
+    of the labelled budget (``val_share`` of each class's N: 75 -> 60 train + 15 val), so that early
+    stopping, checkpoint choice, temperature scaling and ensemble weights use no label beyond the
+    budget (Oliver et al. 2018). ``val="official"`` uses the source's own validation split (or a
+    ``val_fraction`` of train), which holds far more labels than the budget: results that use it
+    must say so.
+    """
+    if val not in ("labelled", "official"):
+        raise DataError(f"--val is '{val}': use labelled (inside the label budget) or official")
+    if not 0.0 < val_share < 1.0:
+        raise DataError(f"--val-share is {val_share}: it must be between 0 and 1")
     if n_labelled < 1:
         raise DataError(f"--n-labelled is {n_labelled}: it must be at least 1 image per class")
     if not 0.0 < test_fraction < 1.0:
@@ -157,9 +175,14 @@ def make_split(
             test.extend(taken)
         notes.append(f"test: a stratified {test_fraction:.0%} of train")
 
-    val: list[Item] = []
-    if source.items.get("valid"):
-        val = list(source.items["valid"])
+    val_items: list[Item] = []
+    if val == "labelled":
+        if source.items.get("valid"):
+            notes.append("val: out of the labelled budget; the source's own validation split is not used")
+        else:
+            notes.append("val: out of the labelled budget")
+    elif source.items.get("valid"):
+        val_items = list(source.items["valid"])
         notes.append("val: the source's own validation split")
     elif val_fraction > 0:
         for c, g in enumerate(groups):
@@ -167,7 +190,7 @@ def make_split(
             if len(g) >= 3:
                 n_val = max(n_val, 1)
             taken, groups[c] = _take(g, n_val, _rng(seed, _STAGE_VAL, c))
-            val.extend(taken)
+            val_items.extend(taken)
         notes.append(f"val: a stratified {val_fraction:.0%} of the remaining train images")
 
     labelled: list[Item] = []
@@ -179,6 +202,10 @@ def make_split(
                 f"{n_labelled} labelled; all of them are labelled"
             )
         taken, rest = _take(g, n_labelled, _rng(seed, _STAGE_LABELLED, c))
+        if val == "labelled" and len(taken) >= 2:
+            n_val = min(max(1, round(len(taken) * val_share)), len(taken) - 1)
+            val_items.extend(taken[len(taken) - n_val :])
+            taken = taken[: len(taken) - n_val]
         labelled.extend(taken)
         unlabelled.extend(rest)
     unlabelled.extend(source.items.get("unlabelled", []))
@@ -194,9 +221,11 @@ def make_split(
         n_labelled=int(n_labelled),
         test_fraction=float(test_fraction),
         val_fraction=float(val_fraction),
+        val_source=val,
+        val_share=float(val_share) if val == "labelled" else 0.0,
         labelled=_entries(labelled),
         unlabelled=_entries(unlabelled),
-        val=_entries(val),
+        val=_entries(val_items),
         test=_entries(test),
         notes=notes,
     )

@@ -124,18 +124,21 @@ class SemiSupervisedModule(ClassifierModule):
         """
         if self._trainer is None:
             return 0
-        return max(0, int(self.global_step - self._head_steps()))
+        return max(0, int(self.global_step) - int(self.hparams.head_steps))
 
     def body_total_steps(self) -> int:
         """Optimiser steps the body stage will take in this run (at least 1)."""
-        if self._trainer is None:
-            return 1
-        return max(1, int(self.trainer.estimated_stepping_batches - self._head_steps()))
+        return max(1, self.total_steps() - int(self.hparams.head_steps))
 
-    def _head_steps(self) -> float:
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        return self.hparams.head_epochs * per_epoch
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        loss = super().training_step(batch, batch_idx)
+        if loss is not None and isinstance(batch, dict) and "u" in batch:
+            self.count_unlabelled(batch)
+        return loss
+
+    def count_unlabelled(self, batch: Any) -> None:
+        """Unlabelled image passes of one step; methods with several views override this."""
+        self.count_images("unlabelled", int(batch["u"][0].shape[0]))
 
 
 def _ema_with_warmup(decay: float) -> Any:

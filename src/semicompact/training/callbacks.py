@@ -20,18 +20,25 @@ from ..io import write_bytes
 
 
 class TwoStageFreeze(L.Callback):
-    """Train only the head for ``head_epochs`` epochs, then all layers.
+    """Train only the head for ``head_steps`` optimiser steps, then all layers.
 
-    The stage is derived from the epoch number, so a resumed run lands in the right stage. As in
-    fastai, batch-norm layers stay trainable while the body is frozen.
+    The stage is derived from the global step, so a resumed run lands in the right stage and every
+    method of an equal-step budget gets the same head-only stage. As in fastai, batch-norm layers
+    stay trainable while the body is frozen.
     """
 
-    def __init__(self, head_epochs: int) -> None:
-        self.head_epochs = head_epochs
+    def __init__(self, head_steps: int) -> None:
+        self.head_steps = head_steps
+        self._frozen: bool | None = None
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        frozen = trainer.global_step < self.head_steps
+        if frozen == self._frozen:
+            return
         model = pl_module.model
-        if trainer.current_epoch < self.head_epochs:
+        if frozen:
             model.freeze_body()
             for module in model.modules():
                 if isinstance(module, _BatchNorm):
@@ -39,17 +46,22 @@ class TwoStageFreeze(L.Callback):
                         p.requires_grad_(True)
         else:
             model.unfreeze()
+        self._frozen = frozen
 
 
 class StageAwareEarlyStopping(EarlyStopping):
-    """Early stopping that does not count the head-only epochs (the body has not learnt yet)."""
+    """Early stopping counted in validations, never before ``start_step`` optimiser steps.
 
-    def __init__(self, start_epoch: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.start_epoch = start_epoch
+    ``start_step`` is the end of the head-only stage (the body has not learnt yet) plus the run's
+    ``min_steps``; ``patience`` counts validations, which happen every ``val_every`` steps.
+    """
+
+    def __init__(self, start_step: int, **kwargs: Any) -> None:
+        super().__init__(check_on_train_epoch_end=False, **kwargs)
+        self.start_step = start_step
 
     def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
-        if trainer.current_epoch < self.start_epoch:
+        if trainer.global_step < self.start_step:
             return
         super()._run_early_stopping_check(trainer)
 
@@ -115,7 +127,8 @@ def lr_range_test(
 
 
 class TwoStageLRFinder(L.Callback):
-    """The range test at the start of each stage, as the paper does for both stages.
+    """The range test at the start of each stage (optimiser steps in ``milestones``), as the paper
+    does for both stages.
 
     Lightning's ``LearningRateFinder`` restores the trainer from a checkpoint around its test and,
     inside a running fit, found no points at the second stage; this callback runs the test on the
@@ -130,19 +143,21 @@ class TwoStageLRFinder(L.Callback):
         self.steps = steps
         self.found: dict[int, float] = {}
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if epoch not in self.milestones or epoch in self.found:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step not in self.milestones or step in self.found:
             return
         suggestion, _, _ = lr_range_test(pl_module, trainer.datamodule.train_dataloader(), steps=self.steps)
         suggestion = trainer.strategy.broadcast(suggestion, src=0)
         if suggestion is None:
             rank_zero_warn(
-                f"--lr-find: the range test at epoch {epoch} diverged at once; keeping --lr. "
+                f"--lr-find: the range test at step {step} diverged at once; keeping --lr. "
                 "Give --lr yourself."
             )
             return
-        self.found[epoch] = float(suggestion)
+        self.found[step] = float(suggestion)
         optimizer = trainer.optimizers[0]
         rates = [
             suggestion if g.get("name") == "head" else suggestion * self.body_lr_mult
@@ -151,7 +166,7 @@ class TwoStageLRFinder(L.Callback):
         scheduler = trainer.lr_scheduler_configs[0].scheduler
         scheduler.base_lrs = list(rates)
         for group, rate in zip(optimizer.param_groups, rates, strict=True):
-            group["lr"] = rate * scheduler.lr_lambdas[0](epoch)
+            group["lr"] = rate * scheduler.lr_lambdas[0](step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"found": {str(k): v for k, v in self.found.items()}}
@@ -223,3 +238,46 @@ class RngState(L.Callback):
         random.setstate((version, tuple(inner), gauss))
         kind, keys, pos, has_gauss, cached = state_dict["numpy"]
         np.random.set_state((kind, keys.numpy().astype("uint32"), int(pos), int(has_gauss), float(cached)))
+
+
+class CostMeter(L.Callback):
+    """Wall time of training (validation included) and the number of validations, across resumptions.
+
+    The time is added up between hooks and saved with every checkpoint, so a run resumed after
+    ``kill -9`` reports the time of the work that survived, not the time since the restart.
+    """
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+        self.validations = 0
+        self._mark: float | None = None
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._mark is not None:
+            self.elapsed += now - self._mark
+        self._mark = now
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._tick()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.validations += 1
+        self._tick()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._tick()
+        self._mark = None
+
+    def state_dict(self) -> dict[str, Any]:
+        self._tick()
+        return {"elapsed": self.elapsed, "validations": self.validations}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.elapsed = float(state_dict.get("elapsed", 0.0))
+        self.validations = int(state_dict.get("validations", 0))

@@ -17,6 +17,8 @@ import yaml
 from ..errors import ConfigError
 
 MONITORS = ("macro_f1", "accuracy")
+SELECTS = ("best", "last")
+VALS = ("labelled", "official")
 
 
 @dataclass
@@ -39,6 +41,17 @@ class TrainConfig:
     num_workers: int = 0
     head_epochs: int = 2
     epochs: int = 50
+    # step budgets (issue 16): when max_steps is set the run takes exactly that many optimiser steps
+    # (unless early stopping ends it), whatever the method's notion of an epoch
+    max_steps: int | None = None
+    head_steps: int | None = None
+    val_every: int | None = None
+    min_steps: int = 0
+    warmup_steps: int | None = None
+    early_stopping: bool = True
+    select: str = "best"
+    val: str = "labelled"
+    val_share: float = 0.2
     lr: float = 1e-3
     lr_find: bool = False
     weight_decay: float = 1e-4
@@ -68,8 +81,25 @@ class TrainConfig:
 
         for name in ("image_size", "batch_size", "devices", "num_nodes", "n_labelled"):
             positive(name)
-        for name in ("epochs", "head_epochs", "num_workers", "patience"):
+        for name in ("epochs", "head_epochs", "num_workers", "patience", "min_steps"):
             positive(name, 0)
+        for name in ("max_steps", "val_every"):
+            if getattr(self, name) is not None:
+                positive(name)
+        for name in ("head_steps", "warmup_steps"):
+            if getattr(self, name) is not None:
+                positive(name, 0)
+        if self.max_steps is not None and self.head_steps is not None and self.head_steps >= self.max_steps:
+            raise ConfigError(
+                f"--head-steps {self.head_steps} leaves no step of the --max-steps {self.max_steps} budget "
+                "for training all layers; lower --head-steps or raise --max-steps"
+            )
+        if self.select not in SELECTS:
+            raise ConfigError(f"--select must be one of {', '.join(SELECTS)}, got '{self.select}'")
+        if self.val not in VALS:
+            raise ConfigError(f"--val must be one of {', '.join(VALS)}, got '{self.val}'")
+        if not 0.0 < self.val_share < 1.0:
+            raise ConfigError(f"--val-share must be between 0 and 1, got {self.val_share}")
         if self.epochs + self.head_epochs < 1:
             raise ConfigError(
                 "--epochs and --head-epochs are both 0: nothing to train; set --epochs 1 or more"

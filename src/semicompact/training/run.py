@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
+import time
 import logging
 import os
 import sys
@@ -34,6 +36,7 @@ from ..io import atomic_open, write_json
 from ..models import Classifier, check_input_size, create_model
 from .callbacks import (
     AtomicCheckpointIO,
+    CostMeter,
     EpochTimer,
     RngState,
     StageAwareEarlyStopping,
@@ -75,6 +78,51 @@ class FitHooks:
     train_entries: list[list[Any]] | None = None
     callbacks: list[L.Callback] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: what the run's teachers (or the model a warm start begins from) cost: merged into ``cost``
+    teacher_cost: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Schedule:
+    """The run's budget in optimiser steps, resolved from the options (epochs are converted)."""
+
+    head_steps: int
+    max_steps: int | None  # None: the epochs decide
+    max_epochs: int
+    val_every: int | None  # None: validate once per epoch
+    labelled_steps_per_epoch: int
+    warmup_steps: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_schedule(config: TrainConfig, n_labelled: int, two_stage: bool) -> Schedule:
+    """Convert the epoch options to steps; ``max_steps`` makes every method take the same steps.
+
+    One "labelled epoch" is one pass over the labelled training images (the last partial batch
+    dropped when there is more than one batch, as the loader does). The head-only stage lasts
+    ``head_steps`` or ``head_epochs`` labelled epochs whatever the method, so an equal-step budget
+    also gives every method the same head stage.
+    """
+    bs = config.batch_size * max(1, config.devices) * max(1, config.num_nodes)
+    per_epoch = max(1, n_labelled // bs) if n_labelled > bs else 1
+    if not two_stage:
+        head = 0
+    elif config.head_steps is not None:
+        head = int(config.head_steps)
+    else:
+        head = config.head_epochs * per_epoch
+    if config.max_steps is None:
+        epochs = (config.head_epochs if two_stage else 0) + config.epochs
+        return Schedule(head, None, epochs, config.val_every, per_epoch, config.warmup_steps)
+    if head >= config.max_steps:
+        raise ConfigError(
+            f"--head-epochs {config.head_epochs} is {head} steps here, the whole --max-steps "
+            f"{config.max_steps} budget; raise --max-steps or set --head-steps"
+        )
+    every = config.val_every or max(per_epoch, -(-config.max_steps // 25))
+    return Schedule(head, int(config.max_steps), -1, min(every, config.max_steps), per_epoch, config.warmup_steps)
 
 
 @dataclass
@@ -121,6 +169,8 @@ def build_split(config: TrainConfig, run_dir: Path, source: Any) -> SplitManifes
             test_fraction=config.test_fraction,
             val_fraction=config.val_fraction,
             seed=config.seed,
+            val=config.val,
+            val_share=config.val_share,
         )
     manifest.check_source(source)
     if not own.is_file() and not is_worker_process():
@@ -158,7 +208,7 @@ def _log_version(run_dir: Path, resume: bool) -> str:
 def _trainer(
     config: TrainConfig,
     run_dir: Path,
-    head_epochs: int,
+    schedule: Schedule,
     body_lr_mult: float,
     resume: bool = False,
     extra_callbacks: list[L.Callback] | None = None,
@@ -167,17 +217,23 @@ def _trainer(
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = config.precision if config.precision != "auto" else ("16-mixed" if on_gpu else "32-true")
     distributed = config.devices > 1 or config.num_nodes > 1
+    head = schedule.head_steps
     timer = EpochTimer()
     mode = "max"
-    callbacks: list[L.Callback] = [TwoStageFreeze(head_epochs)]
+    callbacks: list[L.Callback] = [TwoStageFreeze(head)]
     if config.lr_find:
-        callbacks.append(TwoStageLRFinder(milestones=(0, head_epochs), body_lr_mult=body_lr_mult))
-    callbacks += [
-        timer,
-        RngState(),
-        StageAwareEarlyStopping(
-            start_epoch=head_epochs, monitor=f"val/{config.monitor}", mode=mode, patience=config.patience
-        ),
+        callbacks.append(TwoStageLRFinder(milestones=(0, head), body_lr_mult=body_lr_mult))
+    callbacks += [timer, RngState(), CostMeter()]
+    if config.early_stopping:
+        callbacks.append(
+            StageAwareEarlyStopping(
+                start_step=head + config.min_steps,
+                monitor=f"val/{config.monitor}",
+                mode=mode,
+                patience=config.patience,
+            )
+        )
+    callbacks.append(
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
@@ -186,8 +242,8 @@ def _trainer(
             save_top_k=1,
             save_last=True,
             enable_version_counter=False,
-        ),
-    ]
+        )
+    )
     callbacks += list(extra_callbacks or [])
     interactive = config.progress and sys.stderr.isatty()
     if interactive:
@@ -197,14 +253,19 @@ def _trainer(
     if config.tensorboard:
         with contextlib.suppress(ModuleNotFoundError):  # tensorboard is optional
             loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=version))
+    by_steps: dict[str, Any] = {}
+    if schedule.max_steps is not None:
+        by_steps = {"max_steps": schedule.max_steps, "check_val_every_n_epoch": None}
+    if schedule.val_every is not None:
+        by_steps.update(val_check_interval=schedule.val_every, check_val_every_n_epoch=None)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
         # frozen body parameters in stage 1 are "unused" for DDP's gradient reducer
-        strategy=("ddp_find_unused_parameters_true" if head_epochs else "ddp") if distributed else "auto",
+        strategy=("ddp_find_unused_parameters_true" if head else "ddp") if distributed else "auto",
         precision=precision,
-        max_epochs=head_epochs + config.epochs,
+        max_epochs=schedule.max_epochs,
         callbacks=callbacks,
         logger=loggers,
         default_root_dir=run_dir,
@@ -213,6 +274,7 @@ def _trainer(
         enable_model_summary=False,
         log_every_n_steps=1,
         deterministic="warn" if on_gpu else True,
+        **by_steps,
     )
     return trainer, timer
 
@@ -228,14 +290,18 @@ def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None
     if not is_worker_process():
         write_json(run_dir / "config.json", config.to_dict())
 
+    started = time.perf_counter()
+    two_stage = transfer_learning(config)
+    schedule = resolve_schedule(config, len(manifest.labelled), two_stage)
+    if not is_worker_process():
+        write_json(run_dir / "schedule.json", schedule.to_dict())
+    n_labels = len(manifest.labelled)
     if hooks.train_entries is not None:
         manifest.labelled = [list(e) for e in hooks.train_entries]
         if not is_worker_process():
             write_json(run_dir / "train_entries.json", manifest.labelled)
 
     model = build_model(config, len(classes))
-    two_stage = transfer_learning(config)
-    head_epochs = config.head_epochs if two_stage else 0
     body_lr_mult = 0.1 if two_stage else 1.0
     datamodule = (hooks.datamodule_factory or SemiCompactDataModule)(
         source=source,
@@ -254,23 +320,31 @@ def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None
         datamodule,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        head_epochs=head_epochs,
-        epochs=head_epochs + config.epochs,
+        head_steps=schedule.head_steps,
+        warmup_steps=schedule.warmup_steps,
         body_lr_mult=body_lr_mult,
         class_weights=datamodule.class_weights() if config.class_weights else None,
         label_smoothing=config.label_smoothing,
     )
     trainer, timer = _trainer(
-        config, run_dir, head_epochs, body_lr_mult, resume=resume, extra_callbacks=hooks.callbacks
+        config, run_dir, schedule, body_lr_mult, resume=resume, extra_callbacks=hooks.callbacks
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if resume and ckpt_path is None:
-        console.print(f"[yellow]no checkpoint in {last.parent}; starting the run from epoch 0[/]")
+        console.print(f"[yellow]no checkpoint in {last.parent}; starting the run from step 0[/]")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not trainer.is_global_zero:
         return RunResult(run_dir)
-    return finish_run(config, run_dir, trainer, module, datamodule, timer, head_epochs, hooks.summary)
+    cost = {
+        "label_budget": n_labels + len(manifest.val) if manifest.val_source == "labelled" else None,
+        "train_labels": n_labels,
+        "val_images": len(manifest.val),
+        "val_source": manifest.val_source,
+        **hooks.teacher_cost,
+    }
+    summary = {**hooks.summary, "schedule": schedule.to_dict()}
+    return finish_run(config, run_dir, trainer, module, datamodule, timer, schedule, summary, cost, started)
 
 
 def _supervised_module(
@@ -286,18 +360,42 @@ def finish_run(
     module: ClassifierModule,
     datamodule: SemiCompactDataModule,
     timer: EpochTimer,
-    head_epochs: int,
+    schedule: Schedule,
     extra_summary: dict[str, Any] | None = None,
+    cost: dict[str, Any] | None = None,
+    started: float | None = None,
 ) -> RunResult:
-    """Load the best weights, evaluate on the test split and write every artefact of the run."""
+    """Evaluate the last and the best-on-validation weights on the test split, keep the one
+    ``config.select`` names, and write every artefact of the run.
+
+    Both scores are recorded (``test_last``, ``test_best``) so that a study can measure whether a
+    small validation set picks better models than the end of a fixed schedule.
+    """
+    device = inference_device() if config.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    test_entries = datamodule.manifest.test
+    classes = list(module.classes)
+
+    def score() -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        probs, targets = predict_loader(module.model.eval(), datamodule.test_dataloader(), device)
+        found = classification_metrics(probs, targets, classes) if len(targets) else {"n": 0}
+        return probs, targets, found
+
+    last_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    scored = {"last": score()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
+        scored["best"] = score()
+    else:
+        scored["best"] = scored["last"]
+    if config.select == "last":
+        module.load_state_dict(last_state)
+    probs, targets, metrics = scored[config.select]
     model = module.model.cpu().eval()
     card = ModelCard(
         model=config.model,
-        classes=list(module.classes),
+        classes=classes,
         image_size=config.image_size,
         small_input=config.small_input,
         mean=tuple(float(v) for v in model.mean.flatten()),
@@ -305,35 +403,51 @@ def finish_run(
     )
     save_model(run_dir / "best.safetensors", model, card)
 
-    device = inference_device() if config.accelerator in ("auto", "gpu", "cuda") else "cpu"
-    test_entries = datamodule.manifest.test
-    probs, targets = predict_loader(model, datamodule.test_dataloader(), device)
-    metrics = classification_metrics(probs, targets, card.classes) if len(targets) else {"n": 0}
     skipped = datamodule.skipped_images()
     times = timer.times
+    meter = next((c for c in trainer.callbacks if isinstance(c, CostMeter)), None)
+    steps = int(trainer.global_step)
+    wall = meter.elapsed if meter else None
+    run_cost = {
+        "optimizer_steps": steps,
+        "labelled_images_seen": int(module.images_seen.get("labelled", 0)),
+        "unlabelled_images_seen": int(module.images_seen.get("unlabelled", 0)),
+        "validations": meter.validations if meter else None,
+        "wall_time_s": wall,
+        **(cost or {}),
+    }
+    teacher_steps = run_cost.get("teacher_steps") or 0
+    run_cost["total_steps"] = steps + int(teacher_steps)
     summary = {
         "model": config.model,
         "run_dir": str(run_dir),
         "epochs_trained": trainer.current_epoch,
-        "head_epochs": head_epochs,
+        "head_steps": schedule.head_steps,
         "best_epoch_score": _best_score(trainer),
         "monitor": f"val/{config.monitor}",
+        "select": config.select,
         "train_time_per_epoch_s": (sum(times) / len(times)) if times else None,
+        "train_time_per_step_s": (wall / steps) if wall and steps else None,
         "labelled_images": len(datamodule.manifest.labelled),
         "skipped_images": len(skipped),
         "lr_found": _lr_found(trainer),
+        "cost": run_cost,
         "test": metrics,
+        "test_last": _headline(scored["last"][2]),
+        "test_best": _headline(scored["best"][2]),
         "collapse": collapse_check(metrics),
         **(extra_summary or {}),
     }
+    if started is not None:
+        summary["run_wall_time_s"] = time.perf_counter() - started
     write_json(run_dir / "metrics.json", summary)
     if len(targets):
-        _write_predictions(
-            run_dir / "test_predictions.csv", test_entries, skipped, probs, targets, card.classes
-        )
-        plot_confusion_matrix(metrics["confusion_matrix"], card.classes, run_dir / "confusion_matrix.png")
+        _write_predictions(run_dir / "test_predictions.csv", test_entries, skipped, probs, targets, classes)
+        plot_confusion_matrix(metrics["confusion_matrix"], classes, run_dir / "confusion_matrix.png")
     if (run_dir / "logs" / "metrics.csv").is_file():
-        plot_learning_curves(run_dir / "logs", run_dir / "learning_curve.png", head_epochs=head_epochs)
+        head_epochs = schedule.head_steps // max(1, schedule.labelled_steps_per_epoch)
+        marker = head_epochs if schedule.max_steps is None else 0
+        plot_learning_curves(run_dir / "logs", run_dir / "learning_curve.png", head_epochs=marker)
     if summary["collapse"]:
         console.print(f"[bold red]COLLAPSED RUN {run_dir}: {summary['collapse']}[/]")
     if skipped:
@@ -342,6 +456,10 @@ def finish_run(
             f"listed in {run_dir / 'skipped_images.tsv'}[/]"
         )
     return RunResult(run_dir, summary)
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in ("macro_f1", "f1", "accuracy", "n") if k in metrics}
 
 
 def _lr_found(trainer: L.Trainer) -> dict[str, float]:
