@@ -10,10 +10,10 @@ import contextlib
 import csv
 import dataclasses
 import io
-import time
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,7 +122,8 @@ def resolve_schedule(config: TrainConfig, n_labelled: int, two_stage: bool) -> S
             f"{config.max_steps} budget; raise --max-steps or set --head-steps"
         )
     every = config.val_every or max(per_epoch, -(-config.max_steps // 25))
-    return Schedule(head, int(config.max_steps), -1, min(every, config.max_steps), per_epoch, config.warmup_steps)
+    every = min(every, config.max_steps)
+    return Schedule(head, int(config.max_steps), -1, every, per_epoch, config.warmup_steps)
 
 
 @dataclass
