@@ -6,7 +6,6 @@ import functools
 from typing import Any, ClassVar
 
 import torch
-from torch.nn import functional as F
 
 from ..data.ssl_augment import strong_augment, weak_augment
 from ..training.config import TrainConfig
@@ -14,6 +13,7 @@ from ..training.run import FitHooks, RunResult, fit
 from ._options import flag, number
 from .base import Method, register_method
 from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule, warm_start
+from .losses import fixmatch_unlabelled_loss
 from .self_training import start_run
 
 
@@ -35,10 +35,7 @@ class FixMatchModule(SemiSupervisedModule):
         supervised = self.criterion(logits[:n], yl)
         if m == 0:
             return supervised
-        weak_logits, strong_logits = logits[n : n + m], logits[n + m :]
-        confidence, pseudo = weak_logits.detach().softmax(dim=1).max(dim=1)
-        mask = (confidence >= self.threshold).float()
-        unsupervised = (F.cross_entropy(strong_logits, pseudo, reduction="none") * mask).mean()
+        unsupervised, mask = fixmatch_unlabelled_loss(logits[n : n + m], logits[n + m :], self.threshold)
         self.log("train/mask_rate", mask.mean(), on_step=False, on_epoch=True, batch_size=m)
         self.log("train/loss_u", unsupervised, on_step=False, on_epoch=True, batch_size=m)
         return supervised + self.lambda_u * unsupervised

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..compress.finetune import soft_target_loss
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
 from ._options import number
 from .base import Method, register_method
 from .consistency import POOL_OPTIONS, SemiSupervisedModule, pool_datamodule
+from .losses import kd_loss
 from .self_training import TEACHER_OPTIONS, prepare_teachers, start_run
 from .teachers import load_teachers
 
@@ -67,10 +67,7 @@ class DistillationModule(SemiSupervisedModule):
             (xl, yl), xu = batch, None
         x = xl if xu is None or xu.shape[0] == 0 else torch.cat([xl, xu])
         logits = self(x)
-        n = xl.shape[0]
-        hard = self.criterion(logits[:n], yl)
-        soft = soft_target_loss(logits, self.teacher_logits(x), self.temperature)
-        return (1 - self.alpha) * hard + self.alpha * soft
+        return kd_loss(logits, self.teacher_logits(x), yl, self.temperature, self.alpha, self.criterion)
 
 
 @register_method("kd")

@@ -14,13 +14,8 @@ from ..training.run import FitHooks, RunResult, fit
 from ._options import flag, number
 from .base import Method, register_method
 from .consistency import EMA, POOL_OPTIONS, SemiSupervisedModule, pool_datamodule, warm_start
+from .losses import mixmatch_loss, mixmatch_mix, sharpen
 from .self_training import start_run
-
-
-def sharpen(p: torch.Tensor, t: float) -> torch.Tensor:
-    """Lower the entropy of a distribution: p^(1/T), renormalised."""
-    q = p.pow(1.0 / t)
-    return q / q.sum(dim=1, keepdim=True)
 
 
 class MixMatchModule(SemiSupervisedModule):
@@ -71,14 +66,10 @@ class MixMatchModule(SemiSupervisedModule):
             guess = sharpen(guess, self.t)
         inputs = torch.cat([xl, *views])
         targets = torch.cat([F.one_hot(yl, c).float(), guess.repeat(self.k, 1)])
-        lam = float(self.beta.sample())
-        lam = max(lam, 1.0 - lam)  # the mix stays closer to its first input (the paper's lambda')
+        lam = float(self.beta.sample())  # mixmatch_mix takes max(lam, 1 - lam), the paper's lambda'
         order = torch.randperm(inputs.shape[0], device=inputs.device)
-        mixed = lam * inputs + (1 - lam) * inputs[order]
-        mixed_targets = lam * targets + (1 - lam) * targets[order]
-        logits = self(mixed)
-        loss_x = -(mixed_targets[:n] * logits[:n].log_softmax(dim=1)).sum(dim=1).mean()
-        loss_u = F.mse_loss(logits[n:].softmax(dim=1), mixed_targets[n:])
+        mixed, mixed_targets = mixmatch_mix(inputs, targets, lam, order)
+        loss_x, loss_u = mixmatch_loss(self(mixed), mixed_targets, n)
         weight = self.unlabelled_weight()
         self.log("train/loss_u", loss_u, on_step=False, on_epoch=True, batch_size=m)
         return loss_x + weight * loss_u

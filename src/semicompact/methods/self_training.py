@@ -28,6 +28,7 @@ from ..training.module import ClassifierModule
 from ..training.run import FitHooks, RunResult, build_split, fit, is_worker_process
 from ._options import as_list, number
 from .base import Method, register_method
+from .losses import coded_targets
 from .pseudo import PseudoLabels, ensemble_predict, fit_temperature, subsample_pool, teacher_weights
 from .teachers import load_teachers, train_teachers
 
@@ -49,11 +50,7 @@ class SoftTargetModule(ClassifierModule):
 
     def training_loss(self, batch: Any) -> torch.Tensor:
         x, y = batch[0], batch[1]
-        k = len(self.classes)
-        target = torch.zeros(y.shape[0], k, device=x.device)
-        hard = y < k
-        target[hard] = F.one_hot(y[hard], k).float()
-        target[~hard] = self.soft_targets[y[~hard] - k]
+        target = coded_targets(y, len(self.classes), self.soft_targets)
         return F.cross_entropy(self(x), target, weight=self.criterion.weight)
 
 
@@ -273,16 +270,27 @@ class SelfTraining(Method):
                 "trains on the labelled images only; lower the option confidence (--option confidence=0.6) "
                 "or check the teachers' validation macro-F1"
             )
-        labels = pseudo.labels.tolist()
-        entries = [list(e) for e in manifest.labelled] + [[pseudo.refs[i], labels[i]] for i in selected]
+        entries, codes, soft = student_targets(manifest.labelled, pseudo, selected)
         hooks = FitHooks(train_entries=entries, summary={"method": self.name, "pseudo_labels": summary})
         if c["labels"] == "soft":
-            k = len(manifest.classes)
-            codes = [int(e[1]) for e in manifest.labelled] + [k + j for j in range(len(selected))]
-            soft = pseudo.probs[selected] if selected else torch.empty(0, k)
             hooks.datamodule_factory = functools.partial(CodedTrainDataModule, codes=codes)
             hooks.module_factory = functools.partial(_soft_module, soft_targets=soft)
         return fit(student, resume=resume and (out / "config.json").is_file(), hooks=hooks)
+
+
+def student_targets(
+    labelled: list[list[Any]], pseudo: PseudoLabels, selected: list[int]
+) -> tuple[list[list[Any]], list[int], torch.Tensor]:
+    """What the student learns from: ``entries`` (labelled images with their labels, then the
+    selected pool images with the teachers' argmax: hard pseudo-labels), and for soft labels the
+    ``codes`` (a labelled image's class, ``k + j`` for the j-th selected image) with the soft-target
+    table (row j = the teachers' mean distribution for that image)."""
+    k = len(pseudo.classes)
+    labels = pseudo.labels.tolist()
+    entries = [list(e) for e in labelled] + [[pseudo.refs[i], labels[i]] for i in selected]
+    codes = [int(e[1]) for e in labelled] + [k + j for j in range(len(selected))]
+    soft = pseudo.probs[selected] if selected else torch.empty(0, k)
+    return entries, codes, soft
 
 
 def _val_check(model: Any, size: int, dm: SemiCompactDataModule, device: Any) -> tuple[float, float]:
