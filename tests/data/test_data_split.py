@@ -47,7 +47,7 @@ def test_split_deterministic(three_classes: Path) -> None:
     a, b = make_split(src, seed=3), make_split(src, seed=3)
     assert a.to_dict() == b.to_dict()
     c = make_split(src, seed=4)
-    assert a.labelled != c.labelled and a.test != c.test
+    assert a.labelled != c.labelled and a.test == c.test  # the test split is fixed across seeds
     # more labels: the same test and val sets, a superset of labelled images
     d = make_split(src, n_labelled=90, seed=3)
     assert d.test == a.test and d.val == a.val and _refs(a.labelled) <= _refs(d.labelled)

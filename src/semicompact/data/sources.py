@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from semicompact.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
+from semicompact.data.medmnist import medmnist_class_names
 from semicompact.errors import DataError
 from semicompact.io import sha256_file
 
@@ -277,8 +278,8 @@ def _add_unlabelled_folder(source: DataSource, folder: Path) -> None:
 # ---------------------------------------------------------------------------------------------- npz
 def _npz_classes(path: Path, labels: list[np.ndarray], class_names: list[str] | None) -> list[str]:
     n = int(max(int(lab.max()) for lab in labels if lab.size) + 1)
-    if class_names is None:
-        return [str(i) for i in range(n)]
+    if class_names is None:  # a MedMNIST file (bloodmnist.npz, bloodmnist_64.npz) gets its official names
+        return medmnist_class_names(path, n) or [str(i) for i in range(n)]
     if len(class_names) < n:
         raise DataError(
             f"'{path}' has labels 0..{n - 1} but only {len(class_names)} class names were given: "

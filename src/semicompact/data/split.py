@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from semicompact.data.medmnist import is_default_names
 from semicompact.data.sources import DataSource, Item
 from semicompact.errors import DataError
 from semicompact.io import write_json
@@ -41,6 +42,9 @@ class SplitManifest:
     # (the source's own validation split, else a val_fraction of train); older manifests are official
     val_source: str = "official"
     val_share: float = 0.0
+    # the seed of the drawn test split, fixed across --seed so that every seed is scored on the same
+    # images; None: the source's own test split, or (older manifests) drawn with ``seed``
+    test_seed: int | None = None
     labelled: list[Entry] = field(default_factory=list)
     unlabelled: list[Entry] = field(default_factory=list)
     val: list[Entry] = field(default_factory=list)
@@ -83,11 +87,19 @@ class SplitManifest:
             raise DataError(
                 f"the data in {source.root} changed since the split was made; re-run semicompact split"
             )
-        if list(source.classes) != list(self.classes):
+        if list(source.classes) != list(self.classes) and not self._numbered_medmnist(source):
             raise DataError(
                 f"the classes of {source.root} ({', '.join(source.classes)}) differ from those of the "
                 f"split ({', '.join(self.classes)}); re-run semicompact split"
             )
+
+    def _numbered_medmnist(self, source: DataSource) -> bool:
+        """A split made before MedMNIST files got their class names ("0".."K-1", same file): valid."""
+        return (
+            source.kind == "npz"
+            and is_default_names(self.classes)
+            and len(self.classes) == len(source.classes)
+        )
 
     def entries(self, subset: str) -> list[tuple[str, int | None]]:
         if subset not in SUBSETS:
@@ -137,6 +149,7 @@ def make_split(
     seed: int = 0,
     val: str = "labelled",
     val_share: float = 0.2,
+    test_seed: int | None = 0,
 ) -> SplitManifest:
     """Split ``source`` following the paper: test (own or stratified), N labelled per class, rest
     unlabelled.
@@ -147,6 +160,10 @@ def make_split(
     budget (Oliver et al. 2018). ``val="official"`` uses the source's own validation split (or a
     ``val_fraction`` of train), which holds far more labels than the budget: results that use it
     must say so.
+
+    Without a test split in the source, the test images are drawn with ``test_seed`` (0 unless
+    asked otherwise), not ``seed``: runs with different seeds are scored on the same test images.
+    ``test_seed=None`` draws them with ``seed``, as manifests made before it did.
     """
     if val not in ("labelled", "official"):
         raise DataError(f"--val is '{val}': use labelled (inside the label budget) or official")
@@ -163,7 +180,9 @@ def make_split(
     groups = _by_class(source.items.get("train", []), k)
 
     test: list[Item] = []
-    if source.items.get("test"):
+    drawn_with = int(seed if test_seed is None else test_seed)
+    own_test = bool(source.items.get("test"))
+    if own_test:
         test = list(source.items["test"])
         notes.append("test: the source's own test split")
     else:
@@ -171,9 +190,9 @@ def make_split(
             n_test = round(len(g) * test_fraction)
             if len(g) >= 2:
                 n_test = min(max(n_test, 1), len(g) - 1)
-            taken, groups[c] = _take(g, n_test, _rng(seed, _STAGE_TEST, c))
+            taken, groups[c] = _take(g, n_test, _rng(drawn_with, _STAGE_TEST, c))
             test.extend(taken)
-        notes.append(f"test: a stratified {test_fraction:.0%} of train")
+        notes.append(f"test: a stratified {test_fraction:.0%} of train (test seed {drawn_with})")
 
     val_items: list[Item] = []
     if val == "labelled":
@@ -223,6 +242,7 @@ def make_split(
         val_fraction=float(val_fraction),
         val_source=val,
         val_share=float(val_share) if val == "labelled" else 0.0,
+        test_seed=None if own_test else drawn_with,
         labelled=_entries(labelled),
         unlabelled=_entries(unlabelled),
         val=_entries(val_items),
