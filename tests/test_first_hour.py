@@ -127,3 +127,79 @@ def test_compress_warns_when_the_model_collapses(
     assert f"warning: the compressed model is {drop:.1f} points of macro-F1 below the float model" in err
     if metrics["collapse"]:
         assert f"warning: the compressed model collapsed: {metrics['collapse']}" in err
+
+
+def test_redirected_training_prints_one_line_per_epoch_with_an_eta(
+    cells_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    out = tmp_path / "run"
+    argv = ["train", str(cells_dir), "--out", str(out), "--model", "mobilenetv2_100", "--small-input"]
+    argv += ["--image-size", "32", "--epochs", "2", "--pretrained", "--head-epochs", "1"]
+    argv += ["--n-labelled", "10", "--no-tensorboard"]
+    with pytest.raises(SystemExit) as done:  # stderr is captured here, not a terminal: plain lines
+        main(argv)
+    assert done.value.code == 0
+    err = capsys.readouterr().err
+    for noise in ("Tip:", "TPU available", "Loading `train_dataloader`", "COLLAPSED RUN"):
+        assert noise not in err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    pattern = (
+        r"epoch (\d)/3 \| step (\d+)/(\d+) \| loss \d+\.\d{4} \| val loss \d+\.\d{4} \| "
+        r"val macro-F1 \d\.\d{3} \| val accuracy \d\.\d{3} \| \d:\d\d:\d\d elapsed \| ETA \d:\d\d:\d\d"
+    )
+    matches = [re.fullmatch(pattern, line) for line in lines]
+    assert all(matches), lines
+    epochs = json.loads((out / "metrics.json").read_text())["epochs_trained"]
+    assert [int(m.group(1)) for m in matches] == list(range(1, epochs + 1))
+    assert matches[-1].group(2) == matches[-1].group(3) or epochs < 3  # the last line is at the budget
+    assert "ETA 0:00:00" in lines[-1] or epochs < 3
+    assert "\r" not in err and "━" not in err  # no progress bar
+
+
+def test_plain_progress_flushes_the_csv_log_every_epoch() -> None:
+    from types import SimpleNamespace
+
+    from semicompact.training.progress import PlainProgress, format_duration
+
+    saved: list[int] = []
+    logger = SimpleNamespace(save=lambda: saved.append(1))
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        loggers=[logger, logger],
+        callback_metrics={"val/macro_f1": 0.5},
+        global_step=10,
+        max_steps=40,
+        max_epochs=-1,
+        current_epoch=1,
+        num_training_batches=5,
+    )
+    import io
+
+    stream = io.StringIO()
+    progress = PlainProgress(stream)
+    progress.on_train_start(trainer, None)
+    progress._first_step = 0
+    progress.on_train_epoch_end(trainer, None)
+    assert saved == [1, 1]
+    assert stream.getvalue().startswith("epoch 2 | step 10/40 | val macro-F1 0.500 | ")
+    assert format_duration(3725.4) == "1:02:05"
+
+
+def test_library_noise_is_silenced() -> None:
+    import subprocess
+
+    code = (
+        "import semicompact.training.run\n"
+        "from lightning.pytorch.utilities import rank_zero_warn, rank_zero_info\n"
+        "rank_zero_warn('Found 564 module(s) in eval mode at the start of training. This may ...')\n"
+        "rank_zero_warn('Checkpoint directory /x/checkpoints exists and is not empty.')\n"
+        "rank_zero_info('GPU available: False, used: False')\n"
+        "rank_zero_warn('a warning the user can act on')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "a warning the user can act on" in result.stderr
+    for noise in ("in eval mode", "exists and is not empty", "GPU available"):
+        assert noise not in result.stderr

@@ -172,8 +172,7 @@ def _print_result(summary: dict[str, Any]) -> None:
             f"test: macro-F1 {test['macro_f1']:.4f}  F1 {test['f1']:.4f}  accuracy {test['accuracy']:.4f}"
             f"  (n={test['n']})"
         )
-    if summary.get("collapse"):
-        err.print(f"[bold red]warning: this run collapsed: {summary['collapse']}[/]")
+    # a collapse was already printed once, in red, by the run itself (training.run.finish_run)
     out.print(f"outputs in {summary['run_dir']}")
 
 

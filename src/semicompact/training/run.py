@@ -45,6 +45,7 @@ from .callbacks import (
 )
 from .config import TrainConfig
 from .module import ClassifierModule
+from .progress import PlainProgress
 
 console = Console(stderr=True)
 
@@ -249,6 +250,8 @@ def _trainer(
     interactive = config.progress and sys.stderr.isatty()
     if interactive:
         callbacks.append(RichProgressBar())
+    elif config.progress:  # redirected output (nohup, CI, a cluster job): one line per epoch
+        callbacks.append(PlainProgress())
     version = _log_version(run_dir, resume)
     loggers: list[Any] = [CSVLogger(run_dir, name="logs", version=version)]
     if config.tensorboard:
