@@ -203,3 +203,31 @@ def test_library_noise_is_silenced() -> None:
     assert "a warning the user can act on" in result.stderr
     for noise in ("in eval mode", "exists and is not empty", "GPU available"):
         assert noise not in result.stderr
+
+
+def test_offline_teacher_error_names_the_teacher_options(
+    cells_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = ["ssl", str(cells_dir), "--method", "plain_distillation", "--option", "teachers=resnet50"]
+    argv += ["--out", str(tmp_path / "pd"), "--image-size", "32", "--small-input", "--no-progress"]
+    code, _, err = _run_cli(argv, capsys)
+    assert code == 2
+    assert (
+        "error: teacher resnet50: cannot download pretrained weights for resnet50 (no network access); "
+        "give the teacher a local file with --option teacher_weights=PATH (one .pth/.safetensors per "
+        "teacher, in the order of `teachers`), train it from scratch with --option "
+        "teacher_pretrained=false, or pick a teacher whose ImageNet weights come with the install "
+        "(mobilenetv2_100 or tf_efficientnet_lite0, e.g. --option teachers=tf_efficientnet_lite0)"
+    ) in err
+    assert "--no-pretrained" not in err and "Traceback" not in err
+
+
+def test_the_default_teacher_works_offline() -> None:
+    from semicompact.methods import get_method
+    from semicompact.models.weights import packaged_weights
+
+    for method in ("plain_distillation", "data_distillation", "kd"):
+        teachers = get_method(method).config["teachers"]
+        assert teachers == ["tf_efficientnet_lite0"]
+        assert packaged_weights(teachers[0]) is not None  # ImageNet weights without the hub

@@ -121,7 +121,8 @@ def teacher_cache(run_dir: Path, option: Any) -> Path:
 
 #: the options of every method that learns from teachers (self-training and KD)
 TEACHER_OPTIONS: dict[str, Any] = {
-    "teachers": ["resnet50"],
+    # works offline: its ImageNet weights come with the install (the paper's ResNet-50 needs the hub)
+    "teachers": ["tf_efficientnet_lite0"],
     "teacher_weights": None,
     "teacher_pretrained": True,
     "teacher_epochs": None,

@@ -22,6 +22,7 @@ from rich.console import Console
 from ..artifacts import load_model
 from ..errors import ConfigError
 from ..models import Classifier
+from ..models.weights import PACKAGED_WEIGHTS, PretrainedUnavailable
 from ..training.config import TrainConfig
 from ..training.run import fit
 
@@ -93,8 +94,23 @@ def train_teachers(
         config = teacher_config(student, name, split, **extra)
         if weight:  # teacher_config clears weights; a given teacher file wins
             config.weights = weight
-        dirs.append(train_teacher(config, cache))
+        try:
+            dirs.append(train_teacher(config, cache))
+        except PretrainedUnavailable as error:
+            raise no_teacher_weights(name, error) from None
     return dirs
+
+
+def no_teacher_weights(name: str, error: Exception) -> ConfigError:
+    """The teacher's own options, not the student's --weights / --no-pretrained, in the fix."""
+    reason = str(error).split(";")[0]
+    packaged = " or ".join(sorted(PACKAGED_WEIGHTS))
+    return ConfigError(
+        f"teacher {name}: {reason}; give the teacher a local file with --option teacher_weights=PATH "
+        "(one .pth/.safetensors per teacher, in the order of `teachers`), train it from scratch with "
+        "--option teacher_pretrained=false, or pick a teacher whose ImageNet weights come with the "
+        f"install ({packaged}, e.g. --option teachers=tf_efficientnet_lite0)"
+    )
 
 
 def load_teachers(dirs: list[Path]) -> list[tuple[Classifier, int]]:

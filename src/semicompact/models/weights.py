@@ -262,8 +262,13 @@ def _network_ok(url_or_host: str) -> bool:
     return host_reachable(host, parsed.port or (80 if parsed.scheme == "http" else 443))
 
 
+class PretrainedUnavailable(ModelError):
+    """No pretrained weights for a network here (offline, or none exist): the caller may name its
+    own options for a local file (a teacher's are not the student's ``--weights``)."""
+
+
 def _no_network(name: str) -> ModelError:
-    return ModelError(
+    return PretrainedUnavailable(
         f"cannot download pretrained weights for {name} (no network access); pass a local file with "
         "--weights PATH (.pth or .safetensors in timm or torchvision key layout), or use --no-pretrained."
     )
@@ -271,7 +276,7 @@ def _no_network(name: str) -> ModelError:
 
 def _download_failed(name: str, exc: BaseException) -> ModelError:
     reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-    return ModelError(
+    return PretrainedUnavailable(
         f"cannot download pretrained weights for {name} ({reason}); pass a local file with --weights PATH "
         "(.pth or .safetensors in timm or torchvision key layout), or use --no-pretrained."
     )
@@ -312,7 +317,7 @@ def build_pretrained(
     """Build ``spec`` with its default pretrained weights (hub or local cache); fail fast offline."""
     src = spec.default_pretrained_source
     if not src:
-        raise ModelError(
+        raise PretrainedUnavailable(
             f"{spec.name} has no default pretrained weights; pass a local file with --weights PATH, "
             "or use --no-pretrained."
         )
@@ -329,7 +334,7 @@ def _build_timm_pretrained(spec: ModelSpec, timm_name: str, num_classes: int, dr
 
     cfg_obj = get_pretrained_cfg(timm_name)
     if cfg_obj is None:
-        raise ModelError(
+        raise PretrainedUnavailable(
             f"timm has no pretrained weights for {spec.name}; pass a local file with --weights PATH, "
             "or use --no-pretrained."
         )
