@@ -29,3 +29,23 @@ def train_args(data: Path, out: Path, *extra: str, epochs: int = 1, pretrained: 
     if pretrained:
         args += ["--pretrained", "--head-epochs", "1"]
     return [*args, *extra]
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Run ``semicompact ARGS`` in-process; (exit status, stdout, stderr)."""
+    from semicompact.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exc.value.code or 0), captured.out, captured.err
+
+
+def cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """The one ``error:`` line of a command that must fail with status 2 and no traceback."""
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2, (out, err)
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]

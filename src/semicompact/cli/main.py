@@ -35,6 +35,12 @@ DataArg = Annotated[
 ]
 
 
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """True when option ``name`` was given on the command line (or the environment), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and getattr(source, "name", "DEFAULT") != "DEFAULT"
+
+
 def _train_options(ctx: typer.Context, config_file: Path | None, given: dict[str, Any]) -> dict[str, Any]:
     """Values from --config, overridden by the options typed on the command line."""
     from ..training.config import load_mapping
@@ -155,12 +161,24 @@ def run_training(
     """The body of `train` and `ssl`: options from --config and the command line, then the method."""
     from ..methods import run_method
     from ..training import TrainConfig
+    from ..training.config import load_mapping
 
     given = {k: v for k, v in ctx.params.items() if k not in _NOT_TRAIN_OPTIONS}
     given = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items()}
     values = _train_options(ctx, config, given)
     values["out"] = str(out_dir)
-    result = run_method(method, TrainConfig.from_dict(values), options or {}, resume=resume)
+    train_config = TrainConfig.from_dict(values)
+    if resume:  # the stored run's method and options; typed options that differ are refused
+        from ..training.rundir import resume_method
+
+        from_file = set(load_mapping(config)) if config else set()
+        typed = {k: getattr(train_config, k) for k in given if k in from_file or _typed(ctx, k)}
+        resumed, stored = resume_method(
+            out_dir, typed, method if _typed(ctx, "method") else None, options or {}
+        )
+        if stored is not None:
+            method, train_config = resumed, TrainConfig.from_dict({**stored, "out": str(out_dir)})
+    result = run_method(method, train_config, options or {}, resume=resume)
     if result.metrics:
         _print_result(result.metrics)
 

@@ -20,6 +20,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"}
 )
 DICOM_EXTENSIONS: frozenset[str] = frozenset({".dcm", ".dicom"})
+#: smallest side (px) worth classifying; smaller images (icons, placeholders, broken exports) are
+#: refused for training, evaluation and prediction alike instead of being upscaled into a guess
+MIN_IMAGE_SIZE = 8
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -140,3 +143,20 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     if p.suffix.lower() in DICOM_EXTENSIONS or has_dicom_preamble(p):
         return _read_dicom(p)
     return _read_pil(p)
+
+
+def check_min_size(img: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
+    """Return ``img``; raise :class:`ImageReadError` when a side is below :data:`MIN_IMAGE_SIZE`."""
+    width, height = img.size
+    if min(width, height) < MIN_IMAGE_SIZE:
+        raise ImageReadError(
+            path,
+            f"the image is {width}x{height} px, smaller than the minimum "
+            f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} px (too little to classify)",
+        )
+    return img
+
+
+def load_for_model(path: str | os.PathLike[str]) -> Image.Image:
+    """:func:`load_image` plus the minimum size: what training, evaluation and prediction read."""
+    return check_min_size(load_image(path), path)

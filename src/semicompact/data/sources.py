@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from semicompact.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
+from semicompact.data.images import IMAGE_EXTENSIONS, is_image_file, load_for_model
 from semicompact.data.medmnist import medmnist_class_names
 from semicompact.errors import DataError
 from semicompact.io import sha256_file
@@ -76,7 +78,7 @@ class DataSource:
             try:
                 with np.load(self.root, allow_pickle=False) as npz:
                     self._cache[split] = np.asarray(npz[f"{split}_images"])
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
                 raise DataError(
                     f"cannot read '{split}_images' from '{self.root}' ({exc}): re-download the .npz file"
                 ) from None
@@ -95,7 +97,7 @@ class DataSource:
                 arr = arr[..., 0]
             mode = "L" if arr.ndim == 2 else "RGB"
             return Image.fromarray(np.ascontiguousarray(arr), mode=mode).convert("RGB")
-        return load_image(self.path_of(ref))
+        return load_for_model(self.path_of(ref))
 
     def fingerprint(self) -> str:
         """SHA-256 of the source: file bytes (npz/csv) or sorted 'relative path, size' lines (folder)."""
@@ -288,8 +290,73 @@ def _npz_classes(path: Path, labels: list[np.ndarray], class_names: list[str] | 
     return list(class_names)
 
 
+def _npy_header(npz: Any, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one array of an npz, read from its header only (no pixel is loaded)."""
+    with npz.zip.open(f"{key}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        fmt = np.lib.format
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+def _check_npz_images(path: Path, split: str, shape: tuple[int, ...], dtype: np.dtype, n: int) -> None:
+    """Images must be (N, H, W) or (N, H, W, 1|3) numbers, one per label, at least MIN_IMAGE_SIZE px."""
+    from semicompact.data.images import MIN_IMAGE_SIZE
+
+    key = f"{split}_images"
+    layout = len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3))
+    if not layout or dtype.kind not in "uif":
+        raise DataError(
+            f"'{path}': {key} has shape {shape} and type {dtype}; MedMNIST images are numbers of shape "
+            "(N, H, W) or (N, H, W, 3): re-download the file or convert it to an image folder"
+        )
+    if shape[0] != n:
+        raise DataError(
+            f"'{path}': {key} holds {shape[0]} images but {split}_labels holds {n} labels; "
+            "every image needs exactly one label: re-download or rebuild the file"
+        )
+    if n and min(shape[1], shape[2]) < MIN_IMAGE_SIZE:
+        raise DataError(
+            f"'{path}': {key} are {shape[1]}x{shape[2]} px, smaller than the minimum "
+            f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} px: use the real images, not thumbnails or placeholders"
+        )
+
+
+def _integer_labels(path: Path, split: str, lab: np.ndarray) -> np.ndarray:
+    """Class indices as int64; fractional, non-finite or non-numeric labels are refused, not truncated."""
+    key = f"{split}_labels"
+    if lab.ndim == 2 and lab.shape[1] != 1:
+        raise DataError(
+            f"'{path}' holds multi-label targets ({key} has shape {lab.shape}): "
+            "only single-label classification is supported, use a single-label dataset"
+        )
+    if lab.ndim not in (1, 2) or lab.dtype.kind not in "buif":
+        raise DataError(
+            f"'{path}': {key} has shape {lab.shape} and type {lab.dtype}; labels must be class "
+            "indices 0..K-1 of shape (N,) or (N, 1)"
+        )
+    flat = lab.reshape(-1)
+    if flat.dtype.kind == "f":
+        bad = ~np.isfinite(flat) | (flat != np.round(flat))
+        if bad.any():
+            raise DataError(
+                f"'{path}': {key} holds non-integer labels (e.g. {float(flat[bad][0])}); labels must be "
+                "class indices 0..K-1: fix the file (they are never rounded silently)"
+            )
+    out = flat.astype(np.int64)
+    if out.size and int(out.min()) < 0:
+        raise DataError(f"'{path}' has negative labels in {key}: labels must be 0..K-1")
+    return out
+
+
 def _open_npz(path: Path, class_names: list[str] | None) -> DataSource:
     expected = [f"{s}_{kind}" for s in _NPZ_SPLITS for kind in ("images", "labels")]
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"'{path}' is not a valid .npz file (not a zip archive: corrupt, truncated or another "
+            "format): re-download it or convert the data to an image folder"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             found = list(npz.files)
@@ -300,20 +367,20 @@ def _open_npz(path: Path, class_names: list[str] | None) -> DataSource:
                     f"needs {', '.join(expected)}; re-download it or convert it to a folder"
                 )
             labels = {s: np.asarray(npz[f"{s}_labels"]) for s in _NPZ_SPLITS}
+            images = {s: _npy_header(npz, f"{s}_images") for s in _NPZ_SPLITS}
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read '{path}' ({exc}): re-download the .npz file") from None
+    except ValueError as exc:
+        reason = "it holds pickled objects, which are never loaded" if "pickle" in str(exc) else str(exc)
+        raise DataError(f"cannot read '{path}' ({reason}): re-download the .npz file") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(
+            f"cannot read '{path}' (corrupt or truncated: {exc}): re-download the .npz file"
+        ) from None
     flat = {}
     for s, lab in labels.items():
-        if lab.ndim == 2 and lab.shape[1] != 1:
-            raise DataError(
-                f"'{path}' holds multi-label targets ({s}_labels has shape {lab.shape}): "
-                "only single-label classification is supported, use a single-label dataset"
-            )
-        flat[s] = lab.reshape(-1).astype(np.int64)
-        if flat[s].size and int(flat[s].min()) < 0:
-            raise DataError(f"'{path}' has negative labels in {s}_labels: labels must be 0..K-1")
+        flat[s] = _integer_labels(path, s, lab)
+        _check_npz_images(path, s, *images[s], n=flat[s].size)
     classes = _npz_classes(path, list(flat.values()), class_names)
     if len(classes) < 2:
         raise DataError(f"only one class found in '{path}': at least 2 classes are needed")

@@ -6,12 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from ..artifacts import load_model
 from ..data import SemiCompactDataModule, SplitManifest, make_split, open_source
 from ..errors import ConfigError
 from ..io import write_json
+from ..training.config import TrainConfig
 from .metrics import classification_metrics
 from .predict import inference_device, predict_loader
+
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 SUBSETS = ("test", "val", "labelled", "unlabelled")
 
@@ -35,10 +40,11 @@ def evaluate_model(
         if "data" not in config:
             raise ConfigError(f"no dataset given and '{run_dir}' has no config.json naming one; pass DATA")
         data = config["data"]
-    source = open_source(data, unlabelled=config.get("unlabelled") if data == config.get("data") else None)
-    if split is None and (run_dir / "split.json").is_file() and data == config.get("data"):
+    own_data = "data" in config and Path(str(data)).resolve() == Path(str(config["data"])).resolve()
+    source = open_source(data, unlabelled=config.get("unlabelled") if own_data else None)
+    if split is None and (run_dir / "split.json").is_file() and own_data:
         split = run_dir / "split.json"
-    manifest = SplitManifest.load(split) if split else make_split(source, seed=0)
+    manifest = SplitManifest.load(split) if split else _rebuilt_split(source, run_dir, config, own_data, data)
     manifest.check_source(source)
     if list(manifest.classes) != list(card.classes):
         raise ConfigError(
@@ -65,3 +71,37 @@ def _run_dir_of(model_path: Path) -> Path:
         if isinstance(source, str) and (Path(source).parent / "config.json").is_file():
             return Path(source).parent
     return folder
+
+
+def _rebuilt_split(
+    source: Any, run_dir: Path, config: dict[str, Any], own_data: bool, data: str | Path
+) -> SplitManifest:
+    """No split given and none stored for this data: rebuild one, and say so (the test images of a
+    rebuilt split are the run's only if the data and the split options are unchanged)."""
+    if own_data:
+        options = TrainConfig.from_dict(config)
+        if options.split:
+            err.print(
+                f"note: '{run_dir}' has no split.json; evaluating on the split it was given, "
+                f"'{options.split}'"
+            )
+            return SplitManifest.load(options.split)
+        err.print(
+            f"note: '{run_dir}' has no split.json; evaluating on a split rebuilt from its config.json "
+            f"(seed {options.seed}, {options.n_labelled} labelled per class): the same images only if "
+            "the data did not change since training; pass --split to choose"
+        )
+        return make_split(
+            source,
+            n_labelled=options.n_labelled,
+            test_fraction=options.test_fraction,
+            val_fraction=options.val_fraction,
+            seed=options.seed,
+            val=options.val,
+            val_share=options.val_share,
+        )
+    err.print(
+        f"note: no --split given for '{data}'; evaluating on a split made with seed 0 and the "
+        "default options (the paper's protocol); pass --split to choose"
+    )
+    return make_split(source, seed=0)

@@ -46,7 +46,7 @@ def predict_files(
     import io
 
     from ..artifacts import load_model
-    from ..data.images import load_image
+    from ..data.images import load_for_model
     from ..data.transforms import to_uint8_tensor
     from ..errors import ImageReadError
     from ..io import atomic_open
@@ -64,7 +64,7 @@ def predict_files(
         chunk, tensors = [], []
         for path in paths[start : start + batch_size]:
             try:
-                tensors.append(to_uint8_tensor(load_image(path), card.image_size))
+                tensors.append(to_uint8_tensor(load_for_model(path), card.image_size))
                 chunk.append(path)
             except ImageReadError as error:
                 failed.append((str(path), error.reason))

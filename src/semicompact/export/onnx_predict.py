@@ -130,7 +130,7 @@ def predict_files_onnx(
     from ..io import atomic_open
 
     model = OnnxClassifier(model_path, threads)
-    load_image = _image_reader().load_image
+    load_image = _image_reader().load_for_model  # the same minimum size as training
     paths = expand_image_paths(inputs)
     buffer = io.StringIO()
     writer = csv.writer(buffer)

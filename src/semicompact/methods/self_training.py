@@ -23,9 +23,19 @@ from ..errors import ConfigError
 from ..evaluate.metrics import classification_metrics
 from ..evaluate.predict import inference_device, predict_loader
 from ..io import write_json
+from ..models import get_spec
 from ..training.config import TrainConfig
 from ..training.module import ClassifierModule
-from ..training.run import FitHooks, RunResult, build_split, fit, is_worker_process
+from ..training.run import (
+    FitHooks,
+    RunResult,
+    build_model,
+    build_split,
+    fit,
+    is_worker_process,
+    start_files,
+)
+from ..training.rundir import check_accelerator, check_reusable, with_resume_safe
 from ._options import as_list, number
 from .base import Method, register_method
 from .losses import coded_targets
@@ -68,29 +78,59 @@ class CodedTrainDataModule(SemiCompactDataModule):
 
 
 def check_fresh(run_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a run (before any pseudo-label is written), as ``fit`` does."""
+    """Refuse to overwrite a run (before any pseudo-label is written), as ``fit`` does; a folder
+    holding only a failed start (no checkpoint, no metrics) is not a run."""
+    if is_worker_process():
+        return
     if resume:
         if not (run_dir / "method.json").is_file():
             raise ConfigError(f"--resume: '{run_dir}' holds no semi-supervised run to resume; drop --resume")
-    elif (run_dir / "method.json").exists() or (run_dir / "config.json").exists():
+    else:
+        check_reusable(run_dir)
+
+
+def check_teacher_options(method: str, c: dict[str, Any]) -> None:
+    """The teachers' names, weight files and finished runs, checked before the run folder is made."""
+    runs = [Path(str(d)) for d in as_list(c.get("teacher_runs"))]
+    for d in runs:
+        if not (d / "best.safetensors").is_file() or not (d / "split.json").is_file():
+            raise ConfigError(f"--method {method}: teacher_runs: '{d}' is not a finished semicompact run")
+    if runs:
+        return
+    names = [str(n) for n in as_list(c.get("teachers"))]
+    if not names:
+        raise ConfigError(f"--method {method}: no teacher given: set the option teachers=NAME[,NAME...]")
+    for name in names:
+        get_spec(name)  # unknown names fail here, with suggestions
+    weights = as_list(c.get("teacher_weights"))
+    if weights and len(weights) != len(names):
         raise ConfigError(
-            f"output folder '{run_dir}' already holds a run; "
-            "pass --resume to continue it or choose another --out"
+            f"--method {method}: teacher_weights lists {len(weights)} file(s) for {len(names)} "
+            "teacher(s); give one per teacher"
         )
+    for w in weights:
+        if w and not Path(str(w)).is_file():
+            raise ConfigError(f"--method {method}: teacher_weights file '{w}' does not exist")
 
 
 def start_run(method: Method, train: TrainConfig, resume: bool) -> tuple[Path, TrainConfig, Path]:
-    """Create the run folder and its split; returns (run_dir, config, split path)."""
+    """Check every input, then create the run folder and its split; returns (run_dir, config, split path)."""
     run_dir = Path(train.out)
     check_fresh(run_dir, resume)
     if resume:
         stored = json.loads((run_dir / "method.json").read_text(encoding="utf-8"))
-        train = TrainConfig.from_dict(stored["train"])
+        train = with_resume_safe(TrainConfig.from_dict(stored["train"]), train)
         method.config = {**method.options, **stored["options"]}  # options added since keep defaults
-    run_dir.mkdir(parents=True, exist_ok=True)
     source = open_source(train.data, unlabelled=train.unlabelled, class_names=train.class_names)
-    build_split(train, run_dir, source)
+    manifest = build_split(train, run_dir, source, reuse_own=resume or is_worker_process(), save=False)
+    build_model(train, len(manifest.classes))  # name, weights, image size: before any file is written
+    check_accelerator(train.accelerator, train.devices)
+    if "teachers" in method.config:
+        check_teacher_options(method.name, method.config)
+    start_files(run_dir, resume, clear=True)
     if not is_worker_process():
+        if not (run_dir / "split.json").is_file():
+            manifest.save(run_dir / "split.json")
         write_json(
             run_dir / "method.json",
             {"method": method.name, "options": method.config, "train": train.to_dict()},

@@ -144,7 +144,8 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
         values = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot parse configuration file '{p}': {err}") from None
+        reason = " ".join(str(err).split())  # YAML errors span lines; the CLI prints one
+        raise ConfigError(f"cannot parse configuration file '{p}': {reason}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"configuration file '{p}' must hold a mapping of option: value")
     return values

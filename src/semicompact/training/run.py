@@ -46,6 +46,7 @@ from .callbacks import (
 from .config import TrainConfig
 from .module import ClassifierModule
 from .progress import PlainProgress
+from .rundir import check_accelerator, check_checkpoint, check_reusable, clear_failed_start, with_resume_safe
 
 console = Console(stderr=True)
 
@@ -139,7 +140,12 @@ def is_worker_process() -> bool:
 
 
 def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, TrainConfig]:
-    """Create the run folder, refusing to overwrite a finished or unfinished run unless resuming."""
+    """The run folder and the configuration to run, refusing to overwrite a run unless resuming.
+
+    Nothing is written here (see ``start_files``). A folder holding only a failed start (no
+    checkpoint, no metrics) is not a run; on resume the stored configuration wins, except the
+    options in ``rundir.RESUME_SAFE``, taken from ``config``.
+    """
     run_dir = Path(config.out)
     stored = run_dir / "config.json"
     if is_worker_process():
@@ -147,20 +153,27 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, TrainConfi
     if resume:
         if not stored.is_file():
             raise ConfigError(f"--resume: '{run_dir}' holds no run to resume (no config.json); drop --resume")
-        return run_dir, TrainConfig.load(stored)
-    if stored.exists():
-        raise ConfigError(
-            f"output folder '{run_dir}' already holds a run; "
-            "pass --resume to continue it or choose another --out"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir, with_resume_safe(TrainConfig.load(stored), config)
+    check_reusable(run_dir)
     return run_dir, config
 
 
-def build_split(config: TrainConfig, run_dir: Path, source: Any) -> SplitManifest:
-    """The split of this run: kept from an earlier start, given by --split, or made from the seed."""
+def start_files(run_dir: Path, resume: bool, clear: bool) -> None:
+    """Called once every input is checked: create the folder; ``clear`` removes a failed start's files."""
+    if is_worker_process():
+        return
+    if clear and not resume and clear_failed_start(run_dir):
+        console.print(f"note: '{run_dir}' held only a failed start (no checkpoint); starting afresh")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def build_split(
+    config: TrainConfig, run_dir: Path, source: Any, reuse_own: bool = True, save: bool = True
+) -> SplitManifest:
+    """The split of this run: kept from an earlier start (``reuse_own``), given by --split, or made
+    from the seed; ``save`` writes it as the run's split.json when the run has none yet."""
     own = run_dir / "split.json"
-    if own.is_file():
+    if own.is_file() and reuse_own:
         manifest = SplitManifest.load(own)
     elif config.split:
         manifest = SplitManifest.load(config.split)
@@ -175,7 +188,7 @@ def build_split(config: TrainConfig, run_dir: Path, source: Any) -> SplitManifes
             val_share=config.val_share,
         )
     manifest.check_source(source)
-    if not own.is_file() and not is_worker_process():
+    if save and not own.is_file() and not is_worker_process():
         manifest.save(own)
     return manifest
 
@@ -285,19 +298,26 @@ def _trainer(
 
 def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None) -> RunResult:
     """Train and evaluate one model as configured; returns the run folder and its test metrics."""
+    plain = hooks is None  # methods (with hooks) cleared a failed start in their own start_run
     hooks = hooks or FitHooks()
     run_dir, config = prepare_run_dir(config, resume)
     L.seed_everything(config.seed, workers=True, verbose=False)
     source = open_source(config.data, unlabelled=config.unlabelled, class_names=config.class_names)
-    manifest = build_split(config, run_dir, source)
+    own_split = resume or is_worker_process() or not plain
+    manifest = build_split(config, run_dir, source, reuse_own=own_split, save=False)
     classes = manifest.classes
-    if not is_worker_process():
-        write_json(run_dir / "config.json", config.to_dict())
 
     started = time.perf_counter()
     two_stage = transfer_learning(config)
     schedule = resolve_schedule(config, len(manifest.labelled), two_stage)
+    model = build_model(config, len(classes))
+    check_accelerator(config.accelerator, config.devices)
+    # every input is checked: only now does the run folder get files
+    start_files(run_dir, resume, clear=plain)
     if not is_worker_process():
+        if not (own_split and (run_dir / "split.json").is_file()):
+            manifest.save(run_dir / "split.json")
+        write_json(run_dir / "config.json", config.to_dict())
         write_json(run_dir / "schedule.json", schedule.to_dict())
     n_labels = len(manifest.labelled)
     if hooks.train_entries is not None:
@@ -305,7 +325,6 @@ def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None
         if not is_worker_process():
             write_json(run_dir / "train_entries.json", manifest.labelled)
 
-    model = build_model(config, len(classes))
     body_lr_mult = 0.1 if two_stage else 1.0
     datamodule = (hooks.datamodule_factory or SemiCompactDataModule)(
         source=source,
@@ -337,6 +356,8 @@ def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None
     ckpt_path = str(last) if resume and last.is_file() else None
     if resume and ckpt_path is None:
         console.print(f"[yellow]no checkpoint in {last.parent}; starting the run from step 0[/]")
+    if ckpt_path is not None:
+        check_checkpoint(last)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not trainer.is_global_zero:
         return RunResult(run_dir)
