@@ -101,6 +101,19 @@ def environment_notes(runs: list[dict[str, Any]]) -> list[str]:
     return [note + "."]
 
 
+def zero_pseudo_label_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """Runs whose teachers kept no pseudo-label trained on the labelled images only, like the
+    baseline: their cells are not a result of the method, and the reader must be told."""
+    empty = [r for r in runs if r.get("pseudo_selected") == 0]
+    if not empty:
+        return []
+    names = ", ".join(f"{r['dataset']}/{r['model']}/{r['method']}/seed {r['seed']}" for r in empty)
+    return [
+        f"Warning: {len(empty)} run(s) selected 0 pseudo-labels, so their student learnt from the "
+        f"labelled images only (a baseline run, not a result of the method): {names}."
+    ]
+
+
 def write_report(path: str | Path, out: str | Path | None = None, metric: str = "f1") -> ReportResult:
     """Collect ``path`` (a benchmark or a run folder) and write its whole report to ``out``."""
     from .figures import build_figures, run_figures
@@ -133,6 +146,7 @@ def write_report(path: str | Path, out: str | Path | None = None, metric: str = 
         )
     if collection.kind == "bench":
         intro += environment_notes(collection.runs)
+    intro += zero_pseudo_label_notes(collection.done)
     for table in tables:
         stem = folder / "tables" / table.key
         write_text(stem.with_suffix(".md"), to_markdown(table))

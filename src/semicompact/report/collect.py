@@ -82,7 +82,15 @@ def _run_row(folder: Path, spec: dict[str, Any]) -> dict[str, Any]:
         "latency_ms": latency,
         "run_dir": str(folder),
         "environment": environment_label(result.get("environment")),
+        "pseudo_selected": _pseudo_selected(metrics),
     }
+
+
+def _pseudo_selected(metrics: dict[str, Any]) -> int | None:
+    """Pseudo-labels a self-training run kept (None for methods without pseudo-labels)."""
+    summary = metrics.get("pseudo_labels")
+    selected = summary.get("selected") if isinstance(summary, dict) else None
+    return int(selected) if isinstance(selected, (int, float)) else None
 
 
 def environment_label(env: Any) -> str | None:

@@ -115,7 +115,8 @@ def build_figures(study: Study, folder: Path) -> list[tuple[str, str, Path]]:
         ("heatmap", "Model x method mean score.", heatmap(study, folder / "heatmap.png")),
         (
             "cd_methods",
-            "Critical-difference diagram of the methods (Friedman ranks, 1 = best; a bar joins methods "
+            "Critical-difference diagram of the methods (Friedman ranks, 1 = best, i.e. k + 1 minus the "
+            "tables' rank, where higher is better; a bar joins methods "
             "Holm does not separate).",
             cd_diagram(study, "method", study.methods, folder / "cd_methods.png", "Methods"),
         ),

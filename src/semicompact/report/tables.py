@@ -4,7 +4,9 @@ Scores are in percent like the paper; "mean(std)" uses the population standard d
 paper's Table 3 does (its printed values match ddof=0, not ddof=1). A *block* of the statistics is
 a dataset (the paper's choice: results are averaged over seeds, and over models when methods are
 compared); with fewer than three datasets a block is one (dataset, seed) pair, so that small
-studies still get a test. Average ranks follow the paper: higher is better.
+studies still get a test. Average ranks follow the paper: higher is better (the best of k methods
+in a block gets rank k); the critical-difference diagram uses Demšar's 1 = best, i.e. k + 1 minus
+the tables' rank, and both captions say so.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def _cell(value: Any, digits: int, precise: bool = False) -> str:
             return "-"
         if precise:
             return f"{value:.6g}"
+        if isinstance(value, EffectSize):
+            return f"{round(value, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.00"
         if value != 0 and abs(value) < 10 ** (-digits):
             return f"{value:.1e}"
         return f"{value:.{digits}f}"
@@ -343,11 +347,20 @@ def _ranking_table(study: Study, key: str, title: str, caption: str, matrix: pd.
     )
 
 
+class EffectSize(float):
+    """Cohen's d: printed with the table's decimals (0.00), never as ``-1.0e-03`` like a p value."""
+
+
+def _effect(d: float | None) -> float | None:
+    return EffectSize(d) if d is not None and math.isfinite(d) else d
+
+
 def _posthoc_table(study: Study, key: str, title: str, result: Comparison | None) -> Table:
     rows = []
     if result is not None:
         rows = [
-            [p.group, p.statistic, p.p_value, p.p_adjusted, p.cohen_d, p.significant] for p in result.posthoc
+            [p.group, p.statistic, p.p_value, p.p_adjusted, _effect(p.cohen_d), p.significant]
+            for p in result.posthoc
         ]
     name = result.posthoc_method if result else "Holm"
     control = result.control if result else "-"
@@ -375,7 +388,9 @@ def method_ranking_tables(study: Study) -> list[Table]:
         study,
         "table9",
         "Table 9: average performance of each method",
-        "Mean(std) over blocks of the score averaged over models; Friedman average rank (higher is better).",
+        "Mean(std) over blocks of the score averaged over models; Friedman average rank (higher is "
+        "better: the best method of a block gets rank k; the critical-difference diagram shows "
+        "k + 1 - this rank, 1 = best).",
         matrix,
     )
     t10 = _posthoc_table(
