@@ -34,9 +34,11 @@ TOP_KEYS = (
     "head_epochs",
     "train",
     "baseline",
+    "budget",
     "compress",
     "profile",
 )
+BUDGET_KEYS = ("steps", "val_every", "early_stopping", "select")
 MODEL_KEYS = ("name", "label", "pretrained", "weights", "small_input", "options")
 DATASET_KEYS = ("name", "path", "unlabelled", "options")
 METHOD_KEYS = ("name", "label", "options")
@@ -340,6 +342,7 @@ def parse_recipe(raw: Any, path: Path) -> Recipe:
     for key in ("image_size", "epochs", "head_epochs"):
         if key in raw:
             train[key] = raw[key]
+    train.update(_budget(reader, raw.get("budget")))
     train.setdefault("progress", False)
     for key in ("weights", "split", "unlabelled"):
         if isinstance(train.get(key), str):
@@ -390,6 +393,32 @@ def parse_recipe(raw: Any, path: Path) -> Recipe:
     )
     _check_train_configs(reader, recipe)
     return recipe
+
+
+def _budget(reader: _Reader, value: Any) -> dict[str, Any]:
+    """``budget: {steps: N}``: every run of the grid takes exactly N optimiser steps.
+
+    A fixed schedule (no early stopping, so that no method stops early and spends fewer steps) is
+    the default of a budget; ``early_stopping: true`` turns it back on, ``select`` chooses the kept
+    model (best on validation or last), ``val_every`` the validation interval in steps.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise reader.fail("budget", f"expected a mapping such as {{steps: 600}}, got {value!r}")
+    unknown = sorted(set(value) - set(BUDGET_KEYS))
+    if unknown:
+        raise reader.fail(
+            "budget", f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(BUDGET_KEYS)}"
+        )
+    steps = value.get("steps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise reader.fail("budget.steps", f"must be a whole number of optimiser steps >= 1, got {steps!r}")
+    out: dict[str, Any] = {"max_steps": steps, "early_stopping": bool(value.get("early_stopping", False))}
+    for key in ("val_every", "select"):
+        if key in value:
+            out[key] = value[key]
+    return out
 
 
 def _check_train_configs(reader: _Reader, recipe: Recipe) -> None:

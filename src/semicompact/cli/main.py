@@ -94,15 +94,55 @@ def train(
         int, typer.Option(help="Stage 1: epochs training only the new head (pretrained models).")
     ] = 2,
     epochs: Annotated[int, typer.Option(help="Stage 2: maximum epochs training all layers.")] = 50,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Budget in optimiser steps (head + body), the same for every method; replaces --epochs."
+        ),
+    ] = None,
+    head_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Head-only steps (default with --max-steps: --head-epochs passes over the labels)."
+        ),
+    ] = None,
+    val_every: Annotated[
+        int | None, typer.Option(help="Validate every K steps (default: each pass over the labels).")
+    ] = None,
+    min_steps: Annotated[
+        int, typer.Option(help="Early stopping never stops before this many body steps.")
+    ] = 0,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Linear warm-up of the body stage (default: 5% of its steps).")
+    ] = None,
+    early_stopping: Annotated[
+        bool, typer.Option(help="Stop when --monitor has not improved for --patience validations.")
+    ] = True,
+    select: Annotated[
+        str, typer.Option(help="Model kept at the end: best (on validation) or last.")
+    ] = "best",
+    val: Annotated[
+        str,
+        typer.Option(
+            help="Validation labels: labelled (out of the --n-labelled budget) or official (DATA's own "
+            "valid split: more labels than the budget)."
+        ),
+    ] = "labelled",
+    val_share: Annotated[
+        float, typer.Option(help="With --val labelled: share of each class's labels used for validation.")
+    ] = 0.2,
     lr: Annotated[
         float, typer.Option(help="Learning rate of the head (the body gets a tenth when pretrained).")
     ] = 1e-3,
+    body_lr_mult: Annotated[
+        float, typer.Option(help="The pretrained body's rate as a multiple of --lr (fastai: 0.1).")
+    ] = 0.1,
     lr_find: Annotated[
         bool, typer.Option(help="Pick the learning rate of each stage with the range test.")
     ] = False,
     weight_decay: Annotated[float, typer.Option()] = 1e-4,
     patience: Annotated[
-        int, typer.Option(help="Early stopping: epochs without improvement of --monitor.")
+        int, typer.Option(help="Early stopping: validations without improvement of --monitor.")
     ] = 10,
     monitor: Annotated[
         str,
@@ -306,6 +346,10 @@ def split_cmd(
     test_fraction: Annotated[float, typer.Option()] = 0.25,
     val_fraction: Annotated[float, typer.Option()] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,
+    val: Annotated[
+        str, typer.Option(help="Validation labels: labelled (out of the budget) or official.")
+    ] = "labelled",
+    val_share: Annotated[float, typer.Option(help="With --val labelled: share of the labels.")] = 0.2,
 ) -> None:
     """Make the paper's split: 75/25 train/test (when DATA has no test), N labelled per class, the rest unlabelled.
 
@@ -322,7 +366,13 @@ def split_cmd(
             raise ConfigError(f"{name} must be between 0 and 1, got {value}")
     source = open_source(data, unlabelled=unlabelled)
     manifest = make_split(
-        source, n_labelled=n_labelled, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed
+        source,
+        n_labelled=n_labelled,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        seed=seed,
+        val=val,
+        val_share=val_share,
     )
     manifest.save(out_file)
     counts = manifest.counts()

@@ -24,7 +24,7 @@ from ..training.module import ClassifierModule
 from ._options import choice, flag
 from .pseudo import subsample_pool
 from .self_training import teacher_cache
-from .teachers import train_teachers
+from .teachers import runs_cost, train_teachers
 
 EPOCH_LENGTHS = ("both", "labelled")
 # options of every method trained on labelled + unlabelled batches (besides its own ``mu``)
@@ -95,19 +95,20 @@ def pool_datamodule(options: dict[str, Any], method: str) -> Any:
 
 def warm_start(
     options: dict[str, Any], method: str, train: TrainConfig, run_dir: Path, split: Path
-) -> TrainConfig:
+) -> tuple[TrainConfig, dict[str, Any]]:
     """``warm_start: true`` starts the student from its own network trained on the labelled images.
 
     The consistency loss then refines a model whose guesses are already good instead of racing a
     cold start: in a short schedule a cold MixMatch spends its steps fitting MixUp and ends below
     the supervised base. The supervised model is trained once and cached with the teachers (a
-    benchmark's ``supervised`` settings give the same model), so a grid pays for it once.
+    benchmark's ``supervised`` settings give the same model), so a grid pays for it once; the run
+    is charged its steps all the same (the returned cost, merged into ``metrics.json``).
     """
     if not flag(options, "warm_start", method):
-        return train
+        return train, {}
     given = [train.weights] if train.weights else None
     (supervised,) = train_teachers(train, [train.model], split, teacher_cache(run_dir, None), weights=given)
-    return replace(train, weights=str(supervised / "best.safetensors"))
+    return replace(train, weights=str(supervised / "best.safetensors")), runs_cost([supervised])
 
 
 class SemiSupervisedModule(ClassifierModule):

@@ -40,6 +40,10 @@ class FixMatchModule(SemiSupervisedModule):
         self.log("train/loss_u", unsupervised, on_step=False, on_epoch=True, batch_size=m)
         return supervised + self.lambda_u * unsupervised
 
+    def count_unlabelled(self, batch: Any) -> None:
+        """A weak and a strong view of each unlabelled image go through the network."""
+        self.count_images("unlabelled", 2 * int(batch["u"][0].shape[0]))
+
 
 @register_method("fixmatch")
 class FixMatch(Method):
@@ -60,7 +64,7 @@ class FixMatch(Method):
         flag(c, "warm_start", self.name)  # checked before the run folder is made
         number(c, "mu", 1, 64, self.name)
         run_dir, train, split = start_run(self, train, resume)
-        train = warm_start(c, self.name, train, run_dir, split)
+        train, start_cost = warm_start(c, self.name, train, run_dir, split)
         hooks = FitHooks(
             module_factory=functools.partial(
                 _module, threshold=float(c["threshold"]), lambda_u=float(c["lambda_u"]), vflip=train.vflip
@@ -68,6 +72,7 @@ class FixMatch(Method):
             datamodule_factory=pool_datamodule(c, self.name),
             callbacks=[EMA(float(c["ema"]))] if float(c["ema"]) > 0 else [],
             summary={"method": self.name, "options": dict(c)},
+            teacher_cost=start_cost,
         )
         return fit(train, resume=resume and (run_dir / "config.json").is_file(), hooks=hooks)
 

@@ -20,7 +20,7 @@ from .base import Method, register_method
 from .consistency import POOL_OPTIONS, SemiSupervisedModule, pool_datamodule
 from .losses import kd_loss
 from .self_training import TEACHER_OPTIONS, prepare_teachers, start_run
-from .teachers import load_teachers
+from .teachers import load_teachers, runs_cost
 
 
 class DistillationModule(SemiSupervisedModule):
@@ -67,6 +67,7 @@ class DistillationModule(SemiSupervisedModule):
             (xl, yl), xu = batch, None
         x = xl if xu is None or xu.shape[0] == 0 else torch.cat([xl, xu])
         logits = self(x)
+        self.count_images("teacher_inference", x.shape[0] * len(self.teachers))
         return kd_loss(logits, self.teacher_logits(x), yl, self.temperature, self.alpha, self.criterion)
 
 
@@ -97,6 +98,7 @@ class KnowledgeDistillation(Method):
                 alpha=float(c["alpha"]),
             ),
             summary={"method": self.name, "options": dict(c), "teachers": [str(d) for d in dirs]},
+            teacher_cost=runs_cost(dirs),
         )
         if c["unlabelled"]:
             hooks.datamodule_factory = pool_datamodule(c, self.name)

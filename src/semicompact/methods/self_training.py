@@ -40,7 +40,7 @@ from ._options import as_list, number
 from .base import Method, register_method
 from .losses import coded_targets
 from .pseudo import PseudoLabels, ensemble_predict, fit_temperature, subsample_pool, teacher_weights
-from .teachers import load_teachers, train_teachers
+from .teachers import load_teachers, runs_cost, train_teachers
 
 console = Console(stderr=True)
 
@@ -62,6 +62,9 @@ class SoftTargetModule(ClassifierModule):
         x, y = batch[0], batch[1]
         target = coded_targets(y, len(self.classes), self.soft_targets)
         return F.cross_entropy(self(x), target, weight=self.criterion.weight)
+
+    def count_labelled(self, batch: Any, size: int) -> None:
+        count_coded(self, batch[1], size)
 
 
 class CodedTrainDataModule(SemiCompactDataModule):
@@ -313,9 +316,19 @@ class SelfTraining(Method):
             )
         entries, codes, soft = student_targets(manifest.labelled, pseudo, selected)
         hooks = FitHooks(train_entries=entries, summary={"method": self.name, "pseudo_labels": summary})
+        # both kinds of labels train on codes (k + j = the j-th pseudo-labelled image), so that the
+        # run counts labelled and pseudo-labelled images exactly
+        hooks.datamodule_factory = functools.partial(CodedTrainDataModule, codes=codes)
         if c["labels"] == "soft":
-            hooks.datamodule_factory = functools.partial(CodedTrainDataModule, codes=codes)
             hooks.module_factory = functools.partial(_soft_module, soft_targets=soft)
+        else:
+            hard = pseudo.labels[selected] if selected else torch.empty(0, dtype=torch.long)
+            hooks.module_factory = functools.partial(_hard_module, pseudo_labels=hard)
+        views = max(1, len(transforms)) * len(teacher_dirs)
+        hooks.teacher_cost = {
+            **runs_cost(teacher_dirs),
+            "teacher_inference_images_seen": len(pseudo.refs) * views,
+        }
         return fit(student, resume=resume and (out / "config.json").is_file(), hooks=hooks)
 
 
@@ -347,6 +360,38 @@ def _val_check(model: Any, size: int, dm: SemiCompactDataModule, device: Any) ->
 
 def _soft_module(model: Any, classes: list[str], datamodule: Any, **kwargs: Any) -> ClassifierModule:
     return SoftTargetModule(model, classes, **kwargs)
+
+
+def _hard_module(model: Any, classes: list[str], datamodule: Any, **kwargs: Any) -> ClassifierModule:
+    return HardPseudoModule(model, classes, **kwargs)
+
+
+def count_coded(module: ClassifierModule, codes: torch.Tensor, size: int) -> None:
+    """Codes ``>= k`` are pseudo-labelled pool images: they count as unlabelled images seen."""
+    pseudo = int((codes >= len(module.classes)).sum())
+    module.count_images("labelled", size - pseudo)
+    module.count_images("unlabelled", pseudo)
+
+
+class HardPseudoModule(ClassifierModule):
+    """Plain cross-entropy on labelled + hard pseudo-labelled images (code ``k + j`` = the j-th
+    pseudo-labelled image, whose class is ``pseudo_labels[j]``)."""
+
+    def __init__(self, *args: Any, pseudo_labels: torch.Tensor, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("pseudo_labels", pseudo_labels.long(), persistent=False)
+
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        k = len(self.classes)
+        labels = y.clone()
+        pseudo = y >= k
+        if pseudo.any():
+            labels[pseudo] = self.pseudo_labels[y[pseudo] - k]
+        return self.criterion(self(x), labels)
+
+    def count_labelled(self, batch: Any, size: int) -> None:
+        count_coded(self, batch[1], size)
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:

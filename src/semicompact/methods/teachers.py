@@ -120,3 +120,30 @@ def load_teachers(dirs: list[Path]) -> list[tuple[Classifier, int]]:
         model, card = load_model(d)
         out.append((model, card.image_size))
     return out
+
+
+def runs_cost(dirs: list[Path]) -> dict[str, Any]:
+    """What training the given runs cost (their ``metrics.json``): the price a student pays for its
+    teachers, or a warm start for the model it begins from. Runs from before costs were recorded
+    count as unknown (``None``), never as free."""
+    steps: int | None = 0
+    wall: float | None = 0.0
+    images: int | None = 0
+    for d in dirs:
+        try:
+            cost = json.loads((Path(d) / "metrics.json").read_text(encoding="utf-8")).get("cost") or {}
+        except (OSError, ValueError):
+            cost = {}
+        if "optimizer_steps" not in cost:
+            steps = wall = images = None
+            break
+        # a teacher that had teachers itself (a later self-training round) brings their steps too
+        steps = int(steps) + int(cost.get("total_steps", cost["optimizer_steps"]))
+        images = int(images) + int(cost.get("labelled_images_seen", 0))
+        wall = None if wall is None or cost.get("wall_time_s") is None else wall + float(cost["wall_time_s"])
+    return {
+        "teacher_runs": len(dirs),
+        "teacher_steps": steps,
+        "teacher_labelled_images_seen": images,
+        "teacher_wall_time_s": wall,
+    }

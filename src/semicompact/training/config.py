@@ -53,6 +53,7 @@ class TrainConfig:
     val: str = "labelled"
     val_share: float = 0.2
     lr: float = 1e-3
+    body_lr_mult: float = 0.1
     lr_find: bool = False
     weight_decay: float = 1e-4
     patience: int = 10
@@ -108,6 +109,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+        if not 0.0 < self.body_lr_mult <= 10.0:
+            raise ConfigError(f"--body-lr-mult must be in (0, 10], got {self.body_lr_mult}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.monitor not in MONITORS:

@@ -325,7 +325,7 @@ def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None
         if not is_worker_process():
             write_json(run_dir / "train_entries.json", manifest.labelled)
 
-    body_lr_mult = 0.1 if two_stage else 1.0
+    body_lr_mult = config.body_lr_mult if two_stage else 1.0
     datamodule = (hooks.datamodule_factory or SemiCompactDataModule)(
         source=source,
         manifest=manifest,
@@ -435,8 +435,9 @@ def finish_run(
     wall = meter.elapsed if meter else None
     run_cost = {
         "optimizer_steps": steps,
-        "labelled_images_seen": int(module.images_seen.get("labelled", 0)),
-        "unlabelled_images_seen": int(module.images_seen.get("unlabelled", 0)),
+        "labelled_images_seen": 0,
+        "unlabelled_images_seen": 0,
+        **{f"{kind}_images_seen": int(n) for kind, n in module.images_seen.items()},
         "validations": meter.validations if meter else None,
         "wall_time_s": wall,
         **(cost or {}),
@@ -447,6 +448,7 @@ def finish_run(
         "model": config.model,
         "run_dir": str(run_dir),
         "epochs_trained": trainer.current_epoch,
+        "head_epochs": config.head_epochs if schedule.head_steps else 0,
         "head_steps": schedule.head_steps,
         "best_epoch_score": _best_score(trainer),
         "monitor": f"val/{config.monitor}",
