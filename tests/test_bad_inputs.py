@@ -186,6 +186,29 @@ def test_bad_train_option_is_one_line_and_writes_nothing(
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--method", "plain_distillation", "--option", "teachers=resnt50"], "unknown model 'resnt50'"),
+        (
+            ["--method", "kd", "--option", "teachers=resnet18", "--option", "teacher_weights=t.pth"],
+            "teacher_weights file 't.pth' does not exist",
+        ),
+        (["--method", "fixmatch", "--model", "resnt18"], "unknown model 'resnt18'"),
+        (["--method", "fixmatch", "--accelerator", "cuda"], "--accelerator cuda"),
+    ],
+    ids=["unknown-teacher", "missing-teacher-weights", "unknown-student", "no-cuda"],
+)
+def test_bad_ssl_option_writes_nothing(capsys, tmp_path: Path, good_npz: Path, args, expected) -> None:
+    """Methods check the student, the accelerator and the teachers before their folder exists."""
+    if "cuda" in args and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    text = cli_error(capsys, "ssl", str(good_npz), "--out", str(out), *FAST, *args)
+    assert expected in text, text
+    assert not out.exists() and not (tmp_path / "teachers").exists()
+
+
 def test_offline_pretrained_fails_fast_and_writes_nothing(capsys, tmp_path: Path, good_npz: Path) -> None:
     start = time.perf_counter()
     out = tmp_path / "run"

@@ -93,6 +93,7 @@ def test_an_existing_run_is_never_overwritten(cells_dir: Path, tmp_path: Path, c
     out = tmp_path / "run"
     out.mkdir()
     (out / "method.json").write_text("{}")
+    (out / "metrics.json").write_text("{}")  # a run that started (a failed start would be reused)
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["ssl", str(cells_dir), "--out", str(out), "--method", "fixmatch", "--no-progress"])
     assert exit_info.value.code == 2

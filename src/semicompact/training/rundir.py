@@ -53,16 +53,26 @@ def check_reusable(run_dir: Path) -> bool:
             f"output folder '{run_dir}' already holds a run; "
             "pass --resume to continue it or choose another --out"
         )
-    stored = run_dir / "config.json"
-    if stored.exists():
-        try:
-            TrainConfig.load(stored)
-        except SemicompactError:
+    for name in ("config.json", "method.json"):
+        if (run_dir / name).exists() and not _ours(run_dir / name):
             raise ConfigError(
-                f"output folder '{run_dir}' has a config.json that is not a semicompact run's; "
+                f"output folder '{run_dir}' has a {name} that is not a semicompact run's; "
                 "choose another --out"
-            ) from None
+            )
     return any((run_dir / name).exists() for name in START_FILES) or (run_dir / "rounds").is_dir()
+
+
+def _ours(path: Path) -> bool:
+    """True for a config.json or method.json that semicompact wrote (never remove anyone else's)."""
+    try:
+        if path.name == "method.json":
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            TrainConfig.from_dict(stored["train"])
+            return isinstance(stored["method"], str)
+        TrainConfig.load(path)
+        return True
+    except (SemicompactError, OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def clear_failed_start(run_dir: Path) -> bool:
