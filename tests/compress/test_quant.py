@@ -126,7 +126,7 @@ def test_qat_fine_tunes_with_distillation_and_converts(capsys, run: Path, tmp_pa
         (["--method", "ptq", "--option", "calibration=unlabeled"], "calibration=unlabeled"),
         (
             ["--method", "ptq", "--option", "backend=onnx", "--option", "int8_weights=int4"],
-            "--option int8_weights=int4: use one of uint8, int8, int8-7bit",
+            "--option int8_weights=int4: use one of auto, uint8, int8, int8-7bit, s8s8",
         ),
         (["--method", "ptq", "--kd-alpha", "2"], "--kd-alpha"),
     ],

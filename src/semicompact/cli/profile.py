@@ -29,11 +29,22 @@ def register(app: typer.Typer) -> None:
         runs: Annotated[int, typer.Option(help="Timed runs at batch 1 (the median is reported).")] = 30,
         warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 5,
         runtimes: Annotated[
-            str, typer.Option(help="eager, onnx, onnx-int8 (comma separated).")
+            str,
+            typer.Option(
+                help="eager, onnx, onnx-int8, torchao-int8 (comma separated; torchao-int8 compiles "
+                "with inductor first, about a minute per network)."
+            ),
         ] = "eager,onnx,onnx-int8",
+        target: Annotated[
+            str,
+            typer.Option(
+                help="CPU the int8 file is for: auto (this CPU), x86-amx, x86-vnni, x86-avx2, "
+                "arm64-dotprod, arm64 or generic (see export)."
+            ),
+        ] = "auto",
         int8_weights: Annotated[
-            str, typer.Option(help="onnx-int8 weight type: uint8, int8 or int8-7bit (see export).")
-        ] = "uint8",
+            str, typer.Option(help="Override the target's int8 types: uint8, int8, int8-7bit or s8s8.")
+        ] = "auto",
         out_file: Annotated[
             Path | None,
             typer.Option("--out", "-o", help="Write the rows as JSON here (and a .md table beside)."),
@@ -71,10 +82,18 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--image-size {image_size}: use at least 8 pixels")
         from ..export.onnx import check_int8_weights
         from ..export.profile import ProfileSettings
+        from ..export.targets import resolve_target
 
         check_int8_weights(int8_weights)
+        resolve_target(target)
         settings = ProfileSettings(
-            threads=threads, batch=batch, runs=runs, warmup=warmup, runtimes=chosen, int8_weights=int8_weights
+            threads=threads,
+            batch=batch,
+            runs=runs,
+            warmup=warmup,
+            runtimes=chosen,
+            int8_weights=int8_weights,
+            target=target,
         )
         rows = _profile(sources or [], names, image_size, num_classes, settings)
         _report(rows, out_file)
@@ -132,9 +151,14 @@ def _report(rows: list[dict[str, Any]], out_file: Path | None) -> None:
     console.print(table, highlight=False, markup=False)
     weights = rows[0].get("int8_weights")
     console.print(
-        f"threads: {rows[0]['threads']}; latency = median of timed runs at batch 1 after warm-up"
-        + (f"; onnx-int8 weights: {weights}" if weights else "")
+        f"threads: {rows[0]['threads']}; latency = median of timed runs at batch 1 after warm-up, "
+        "runtimes interleaved run by run"
+        + (f"; onnx-int8 weights: {weights} (target {rows[0]['int8_target']})" if weights else ""),
+        highlight=False,
     )
+    for row in rows:
+        for remark in row.get("remarks", []):
+            console.print(f"note: {remark}", highlight=False)
     if out_file:
         write_json(out_file, rows)
         write_text(out_file.with_suffix(".md"), table)

@@ -3,7 +3,9 @@
 ``backend=pt2e`` (default): torchao PT2E with the X86 inductor quantizer (per-channel int8 weights,
 uint8 activations); the result is a ``.pt2`` exported program with int8 weights.
 ``backend=onnx``: the float model exported to ONNX and quantized by onnxruntime ``quantize_static``
-(QDQ, per-channel weights); the result is a ``.onnx`` file that runs int8 kernels in onnxruntime.
+(QDQ, per-channel weights) with the int8 types chosen for ``target`` (``export/int8.py``: on this
+CPU, the fastest candidate whose agreement passes); the result is a ``.onnx`` file that runs int8
+kernels in onnxruntime.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class PostTrainingQuantization(Compressor):
         "calib_images": 256,
         "per_channel": True,  # onnx backend (pt2e is always per-channel)
         "calibrate_method": "minmax",  # onnx backend: minmax, entropy or percentile
-        "int8_weights": DEFAULT_INT8_WEIGHTS,  # onnx backend: uint8, int8 or int8-7bit
+        "int8_weights": DEFAULT_INT8_WEIGHTS,  # onnx: auto (from target), uint8, int8, int8-7bit, s8s8
+        "target": "auto",  # onnx backend: the CPU the file is for (export.targets)
+        "min_agreement": 0.97,  # onnx backend: agreement a candidate must reach on the calibration images
     }
 
     def compress(self, ctx: CompressionContext) -> CompressedModel:
@@ -49,8 +53,11 @@ class PostTrainingQuantization(Compressor):
         backend = self.config["backend"]
         if backend not in BACKENDS:
             raise ConfigError(f"--option backend={backend}: use one of {', '.join(BACKENDS)}")
+        from ..export.targets import resolve_target
+
         weights = str(self.config["int8_weights"])
         check_int8_weights(weights, f"--option int8_weights={weights}")
+        resolve_target(str(self.config["target"]), "--option target=")
         batches = calibration_batches(
             ctx.require_data("ptq", "to calibrate the int8 ranges"),
             "ptq",
@@ -87,23 +94,29 @@ class PostTrainingQuantization(Compressor):
         return CompressedModel(ExportedModule(quantized), [path], path.stat().st_size, notes)
 
     def _onnx(self, ctx: CompressionContext, batches: list[torch.Tensor], n: int) -> CompressedModel:
-        from ..export.onnx import OrtModule, export_onnx, quantize_onnx
+        from ..export.int8 import choose_int8
+        from ..export.onnx import OrtModule, export_onnx
 
         out = ctx.out_dir / "model_int8.onnx"
         with tempfile.TemporaryDirectory() as work:
             fp32 = export_onnx(ctx.model, ctx.card, Path(work) / "model_fp32.onnx")
-            quantize_onnx(
+            choice = choose_int8(
                 fp32,
                 out,
                 numpy_batches(batches),
-                bool(self.config["per_channel"]),
-                self.config["calibrate_method"],
-                str(self.config["int8_weights"]),
+                target=str(self.config["target"]),
+                weights=str(self.config["int8_weights"]),
+                per_channel=bool(self.config["per_channel"]),
+                calibrate_method=str(self.config["calibrate_method"]),
+                min_agreement=float(self.config["min_agreement"]),
+                option="--option target=",
             )
         notes = {
             "backend": "onnxruntime quantize_static QDQ",
             "calibration_images": n,
             "per_channel": bool(self.config["per_channel"]),
-            "int8_weights": str(self.config["int8_weights"]),
+            "int8_weights": choice["scheme"],
+            "target": choice["target"],
+            "int8_choice": choice,
         }
         return CompressedModel(OrtModule(out), [out], out.stat().st_size, notes)

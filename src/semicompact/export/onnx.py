@@ -6,6 +6,7 @@ Files are written to a temporary sibling and renamed into place, so a failed exp
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import warnings
@@ -17,26 +18,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ModelError
 from .metadata import INPUT_NAME, OUTPUT_NAME, card_metadata
+from .targets import SCHEMES, check_scheme
 
 DEFAULT_OPSET = 17
 
-# x86 CPUs without VNNI (AVX2 / AVX-512 only) multiply uint8 activations by int8 weights in int16
-# pairs that can saturate; how much accuracy that costs depends on the model and the CPU it runs on.
-INT8_WEIGHTS = {
-    "uint8": "uint8 weights (U8U8): no saturation on any CPU; slower than int8 on x86 CPUs without VNNI",
-    "int8": "int8 weights (U8S8): fastest on x86 with VNNI and on ARM; can saturate on x86 without VNNI",
-    "int8-7bit": "7-bit int8 weights (reduce_range): the fast U8S8 kernels without saturation",
-}
-DEFAULT_INT8_WEIGHTS = "uint8"
+# The int8 type schemes and the CPU targets that choose between them live in ``targets``.
+INT8_WEIGHTS = {name: scheme.description for name, scheme in SCHEMES.items()}
+DEFAULT_INT8_WEIGHTS = "auto"  # chosen per target (export/int8.py)
 
 
 def check_int8_weights(value: str, given_as: str | None = None) -> str:
-    """``value`` if it is a known weight type, else one line naming how it was given and the choices."""
-    if value not in INT8_WEIGHTS:
-        raise ConfigError(f"{given_as or f'--int8-weights {value}'}: use one of {', '.join(INT8_WEIGHTS)}")
-    return value
+    """``value`` if it is ``auto`` or a known scheme, else one line naming how it was given."""
+    return check_scheme(value, given_as)
 
 
 @contextlib.contextmanager
@@ -129,12 +124,13 @@ def quantize_onnx(
     batches: Iterable[np.ndarray],
     per_channel: bool = True,
     calibrate_method: str = "minmax",
-    weights: str = DEFAULT_INT8_WEIGHTS,
+    weights: str = "uint8",
+    extra_meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Static int8 quantization (QDQ, uint8 activations) calibrated on ``batches``.
+    """Static int8 quantization (QDQ) calibrated on ``batches``.
 
-    ``weights`` picks the weight type (see ``INT8_WEIGHTS``); the default is the one whose results
-    do not depend on the CPU that runs the file, since the file is meant to run elsewhere.
+    ``weights`` names the scheme (``targets.SCHEMES``: activation and weight types, reduce_range);
+    ``export`` picks it per target CPU (``export/int8.py``); ``extra_meta`` goes into the metadata.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -147,8 +143,10 @@ def quantize_onnx(
     }
     if calibrate_method not in methods:
         raise ModelError(f"calibration method '{calibrate_method}' unknown; use {', '.join(methods)}")
-    if weights not in INT8_WEIGHTS:
-        raise ModelError(f"int8 weights '{weights}' unknown; use {', '.join(INT8_WEIGHTS)}")
+    if weights not in SCHEMES:
+        raise ModelError(f"int8 scheme '{weights}' unknown; use {', '.join(SCHEMES)}")
+    scheme = SCHEMES[weights]
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     if calibrate_method != "minmax":
         batches = equal_batches(list(batches))
     src = onnx.load(str(fp32_path))
@@ -164,9 +162,9 @@ def quantize_onnx(
                 _Reader(batches),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QUInt8 if weights == "uint8" else QuantType.QInt8,
-                reduce_range=weights == "int8-7bit",
+                activation_type=qtype[scheme.activations],
+                weight_type=qtype[scheme.weights],
+                reduce_range=scheme.reduce_range,
                 calibrate_method=methods[calibrate_method],
                 extra_options={"CalibMovingAverage": False},
             )
@@ -174,6 +172,8 @@ def quantize_onnx(
         meta.update(
             precision="int8",
             quantization=f"onnxruntime static QDQ, per_channel={per_channel}, weights={weights}",
+            int8_scheme=weights,
+            **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra_meta or {}).items()},
         )
         set_metadata(proto, meta)
         onnx.save(proto, str(tmp))

@@ -41,8 +41,11 @@ def _image_reader() -> ModuleType:
     return module
 
 
-def make_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session; ``threads`` sets intra-op threads (None: onnxruntime's default)."""
+def make_session(path: str | Path, threads: int | None = None, spin: bool = True) -> Any:
+    """An onnxruntime CPU session; ``threads`` sets intra-op threads (None: onnxruntime's default).
+
+    ``spin=False`` stops idle worker threads from spinning after a run, so that they do not take the
+    CPU from whatever is timed next (profiling interleaves runtimes)."""
     import onnxruntime as ort
 
     p = Path(path)
@@ -53,6 +56,8 @@ def make_session(path: str | Path, threads: int | None = None) -> Any:
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
