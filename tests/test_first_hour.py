@@ -231,3 +231,31 @@ def test_the_default_teacher_works_offline() -> None:
         teachers = get_method(method).config["teachers"]
         assert teachers == ["tf_efficientnet_lite0"]
         assert packaged_weights(teachers[0]) is not None  # ImageNet weights without the hub
+
+
+def test_mistyped_paths_fail_before_torch_is_imported(tmp_path: Path) -> None:
+    import subprocess
+
+    missing = tmp_path / "nope"
+    cases = [
+        (["train", str(missing)], f"data path '{missing}' does not exist"),
+        (["ssl", str(missing), "--method", "fixmatch"], f"data path '{missing}' does not exist"),
+        (["train", str(tmp_path), "--weights", str(missing)], f"weights file '{missing}' not found"),
+        (["train", str(tmp_path), "--split", str(missing)], f"split file '{missing}' does not exist"),
+        (["evaluate", str(missing)], f"model file '{missing}' not found"),
+        (["predict", str(missing), str(tmp_path)], f"model file '{missing}' not found"),
+    ]
+    code = (
+        "import sys\n"
+        "from semicompact.cli.main import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as e:\n"
+        "    print(e.code, 'torch' in sys.modules, 'lightning' in sys.modules)\n"
+    )
+    for argv, message in cases:
+        result = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
+        assert result.stdout.split() == ["2", "False", "False"], (argv, result.stdout, result.stderr)
+        assert message in " ".join(result.stderr.split())

@@ -199,6 +199,9 @@ def run_training(
     options: dict[str, Any] | None = None,
 ) -> None:
     """The body of `train` and `ssl`: options from --config and the command line, then the method."""
+    from .checks import check_train_paths
+
+    check_train_paths(ctx.params)  # before the slow imports below
     from ..methods import run_method
     from ..training import TrainConfig
     from ..training.config import load_mapping
@@ -253,6 +256,9 @@ def evaluate(
 
     Example: semicompact evaluate runs/blood --subset test
     """
+    from .checks import check_model_path
+
+    check_model_path(model_path)  # before the slow imports below
     from ..evaluate.evaluate import evaluate_model
 
     metrics = evaluate_model(
@@ -303,6 +309,9 @@ def predict(
 
     Example: semicompact predict runs/blood new_images/ --out predictions.csv
     """
+    from .checks import check_model_path
+
+    check_model_path(model_path)  # before the slow imports below
     out_file = _predictions_path(out_file, force)
     if model_path.suffix.lower() == ".onnx":
         from ..export.onnx_predict import predict_files_onnx

@@ -49,6 +49,9 @@ def register(app: typer.Typer) -> None:
     ]
 
     def ssl(ctx: typer.Context, **kwargs: Any) -> None:
+        from .checks import check_train_paths
+
+        check_train_paths(ctx.params)  # before the slow imports below
         from ..methods._options import parse_option_pairs
 
         options = parse_option_pairs(kwargs.get("option") or [])
@@ -66,11 +69,11 @@ def register(app: typer.Typer) -> None:
 
     Examples:
 
-      semicompact ssl blood.npz --method data_distillation --option teachers=resnet50 --pretrained
+      semicompact ssl blood.npz --method data_distillation --pretrained --option confidence=0.9
 
       semicompact ssl data/cells --method fixmatch --option mu=7 --image-size 64 --out runs/fixmatch
 
-      semicompact ssl data/cells --method kd --option teachers=resnet50,resnet101 --option temperature=4
+      semicompact ssl data/cells --method kd --option teachers=tf_efficientnet_lite0,mobilenetv2_100
     """
     app.command("ssl")(ssl)
 
