@@ -4,8 +4,25 @@ Expected values are written out with math.log / math.exp on plain floats, never 
 under test. Module-level tests run the real ``training_loss`` with a stub network whose "image" is
 its own logits, identity or fixed augmentations, and a fixed Beta sample and permutation.
 
-Mutations tried (each made the named tests fail, then was reverted):
-(the list is added once the mutation runs are done)
+Mutations tried, each on a copy of the tree (other agents share this one), and the tests that failed:
+- FixMatch: mean over the masked images only; pseudo-label and mask from the strong view; weak and
+  strong slices swapped; lambda_u dropped; a soft, non-detached weak-view target -> the two fixmatch
+  loss/wiring tests (the last via the weak view's .grad); ``>`` for ``>=`` -> the threshold test.
+  Dropping ``.detach()`` alone is not caught and cannot be: argmax and the threshold carry no gradient.
+- MixMatch: lam for max(lam, 1 - lam); min; targets shuffled by another permutation or not mixed ->
+  mix test and wiring test; CE or class-summed L2 on the unlabelled rows, L2 on the labelled rows ->
+  loss test and wiring test; each view sharpened then averaged, first view only, no sharpening,
+  unlabelled weight ignored -> wiring test; p^T for p^(1/T) -> sharpen test; alignment momentum
+  1/16 -> alignment test.
+- KD: T^2 dropped, KL ``mean`` for ``batchmean``, KL reversed, teacher not divided by T -> the four
+  KD/soft-target tests; alpha swapped, soft term on labelled rows only -> kd_loss and KD wiring;
+  teachers' logits averaged, first teacher only -> teacher_logits and KD wiring; finetune alpha
+  swapped -> the finetune test.
+- Self-training targets: soft row off by one, soft rows replaced by their argmax, codes indexing the
+  pool instead of the selection, table of the whole pool, soft module on argmax labels -> the
+  coded-targets / soft-module / student-targets tests.
+- Pseudo-labels: ensemble multiplying by T, weights divided by their count, fit_temperature
+  multiplying by T -> the ensemble and temperature tests.
 """
 
 from __future__ import annotations
