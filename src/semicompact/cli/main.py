@@ -446,7 +446,7 @@ def demo(
 
 
 # Commands of the later pipeline stages live in their own modules, each with ``register(app)``.
-_COMMAND_MODULES = ("ssl", "compress", "export", "profile", "bench", "report")
+_COMMAND_MODULES = ("ssl", "compress", "export", "profile", "deploy", "bench", "report")
 
 
 def _register_commands() -> None:
