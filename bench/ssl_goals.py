@@ -115,6 +115,39 @@ def model_section(pairs: pd.DataFrame, model: str, baseline: str) -> list[str]:
     return lines
 
 
+COST_COLUMNS = {
+    "optimizer_steps": "steps",
+    "teacher_steps": "teacher steps",
+    "labelled_images_seen": "labelled seen",
+    "unlabelled_images_seen": "unlabelled seen",
+    "wall_time_s": "wall s",
+    "teacher_wall_time_s": "teacher wall s",
+}
+
+
+def cost_section(pairs: pd.DataFrame, model: str) -> list[str]:
+    """What each score cost (mean per run): steps of the run and of its teachers or warm start,
+    images through the student (every view), wall time; and whether the steps were equal in every
+    cell. Runs from before costs were recorded give no section."""
+    sub = pairs[pairs["model"] == model]
+    if "optimizer_steps" not in sub or sub["optimizer_steps"].isna().all():
+        return ["Cost: not recorded by these runs (they predate issue 16's cost fields).", ""]
+    lines = [
+        "| method | " + " | ".join(COST_COLUMNS.values()) + " |",
+        "|---|" + "---|" * len(COST_COLUMNS),
+    ]
+    for method in dict.fromkeys(sub["method"]):
+        m = sub[sub["method"] == method]
+        cells = []
+        for column in COST_COLUMNS:
+            values = pd.to_numeric(m[column], errors="coerce").dropna() if column in m else pd.Series([])
+            cells.append(f"{values.mean():.0f}" if len(values) else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    per_cell = sub.groupby(["dataset", "seed"])["optimizer_steps"].nunique()
+    equal = "equal in every (dataset, seed) cell" if (per_cell == 1).all() else "**not equal** in some cells"
+    return [f"Cost per run (mean): optimiser steps {equal}.", "", *lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bench", type=Path)
@@ -126,6 +159,7 @@ def main() -> None:
     lines = [f"# Semi-supervised goals: {args.bench} ({args.metric})", ""]
     for model in dict.fromkeys(pairs["model"]):
         lines += model_section(pairs, model, args.baseline)
+        lines += cost_section(pairs, model)
     text = "\n".join(lines)
     if args.out:
         write_text(args.out, text + "\n")

@@ -54,3 +54,17 @@ def test_cell_over_fewer_seeds_is_marked_partial(goals) -> None:
     assert "(partial: fewer seeds for fixmatch)" in text
     goal3 = "| FixMatch, MixMatch never > 1 point below on any dataset | fixmatch worst +1.0 | so far yes"
     assert goal3 in text
+
+
+def test_cost_section_shows_steps_and_says_when_they_differ(goals) -> None:
+    frame = pairs(dict(BASE) | {("plain", d, s): 78.0 for d in ("a", "b") for s in (0, 1, 2)})
+    assert "not recorded" in "\n".join(goals.cost_section(frame, "net"))
+    frame["optimizer_steps"] = 600
+    frame["teacher_steps"] = frame["method"].map({"supervised": None, "plain": 600})
+    frame["unlabelled_images_seen"] = frame["method"].map({"supervised": 0, "plain": 9000})
+    text = "\n".join(goals.cost_section(frame, "net"))
+    assert "optimiser steps equal in every (dataset, seed) cell" in text
+    assert "| plain | 600 | 600 | - | 9000 | - | - |" in text
+    assert "| supervised | 600 | - | - | 0 | - | - |" in text
+    frame.loc[(frame["method"] == "plain") & (frame["dataset"] == "b"), "optimizer_steps"] = 2400
+    assert "**not equal** in some cells" in "\n".join(goals.cost_section(frame, "net"))

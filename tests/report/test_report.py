@@ -337,3 +337,36 @@ def test_report_names_the_environments_of_its_runs(tmp_path: Path) -> None:
     assert "24 run(s) in torch 2.14.1, timm 1.0.30" in notes[0]  # finished runs only (one failed)
     assert "several environments" in notes[0] and "before environments were recorded" in notes[0]
     assert f"Environments: {notes[0][len('Environments: ') :]}" in write_report(root).markdown.read_text()
+
+
+def test_training_cost_table_says_whether_steps_were_equal(tmp_path: Path) -> None:
+    def bench(steps_of: dict[str, int]) -> Path:
+        root = tmp_path / f"cost{len(list(tmp_path.iterdir()))}"
+        for method, steps in steps_of.items():
+            for s in (0, 1):
+                folder = root / "runs" / f"a__net__{method}__s{s}"
+                spec = {"id": folder.name, "dataset": "a", "model": "net", "method": method, "seed": s}
+                write_json(folder / "bench_spec.json", spec)
+                cost = {
+                    "optimizer_steps": steps,
+                    "teacher_steps": 300 if method == "kd" else None,
+                    "labelled_images_seen": 32 * steps,
+                    "unlabelled_images_seen": 64 * steps if method == "kd" else 0,
+                    "wall_time_s": 10.0 + s,
+                    "val_source": "labelled",
+                }
+                write_json(folder / "metrics.json", {"test": {"f1": 0.5, "macro_f1": 0.6}, "cost": cost})
+                write_json(folder / "bench_result.json", {"status": "done", "elapsed_s": 12.0})
+        runs = [p.name for p in sorted((root / "runs").iterdir())]
+        recipe = {"name": "cost", "methods": [{"label": m} for m in steps_of], "baseline": "supervised"}
+        write_json(root / "bench.json", {"recipe": recipe, "runs": runs, "n_runs": len(runs)})
+        return root
+
+    tables = {t.key: t for t in build_tables(Study.build(collect(bench({"supervised": 600, "kd": 600}))))}
+    table = tables["training_cost"]
+    assert "Steps are equal across methods within each model; validation labels: labelled." in table.caption
+    kd = next(r for r in table.rows if r[1] == "kd")
+    assert kd[2:9] == [2, 600.0, 300.0, 19200.0, 38400.0, 10.5, None]
+    assert kd[9] == pytest.approx(60.0)
+    unequal = {t.key: t for t in build_tables(Study.build(collect(bench({"supervised": 600, "kd": 900}))))}
+    assert "Steps are NOT equal" in unequal["training_cost"].caption

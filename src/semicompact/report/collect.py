@@ -83,7 +83,27 @@ def _run_row(folder: Path, spec: dict[str, Any]) -> dict[str, Any]:
         "run_dir": str(folder),
         "environment": environment_label(result.get("environment")),
         "pseudo_selected": _pseudo_selected(metrics),
+        **_cost(metrics),
     }
+
+
+COST_KEYS = (
+    "optimizer_steps",
+    "teacher_steps",
+    "total_steps",
+    "labelled_images_seen",
+    "unlabelled_images_seen",
+    "wall_time_s",
+    "teacher_wall_time_s",
+    "val_images",
+    "val_source",
+)
+
+
+def _cost(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's training cost (``metrics.json`` ``cost``); None for runs from before it was recorded."""
+    cost = metrics.get("cost") if isinstance(metrics.get("cost"), dict) else {}
+    return {key: cost.get(key) for key in COST_KEYS}
 
 
 def _pseudo_selected(metrics: dict[str, Any]) -> int | None:
