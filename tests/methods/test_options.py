@@ -36,7 +36,8 @@ def test_paper_defaults() -> None:
     assert (fm["threshold"], fm["mu"], fm["lambda_u"]) == (0.95, 7, 1.0)
     mm = get_method("mixmatch").config
     assert (mm["k"], mm["temperature"], mm["alpha"]) == (2, 0.5, 0.75)
-    assert (mm["lambda_u"], mm["rampup"], mm["clip_rampup"]) == (75.0, 16384, False)
+    assert (mm["lambda_u"], mm["rampup"], mm["clip_rampup"]) == (75.0, None, False)
+    assert mm["rampup_fraction"] * 2**20 == 16384  # the published ramp, as a share of the run
 
 
 def test_unknown_method_and_option_are_named() -> None:
@@ -85,18 +86,21 @@ def test_collapse_guard_flags_one_class_and_chance_but_not_a_working_model() -> 
 
 
 @pytest.mark.parametrize(
-    ("clip", "done", "total", "expected"),
+    ("rampup", "clip", "done", "total", "expected"),
     [
-        (True, 75, 150, 37.5),  # clipped, a short run: the ramp spans the run and ends at lambda_u
-        (True, 150, 150, 75.0),
-        (False, 150, 150, 75.0 * 150 / 16384),  # published (the default): barely started
-        (True, 8192, 10**6, 37.5),  # a long run: the published 16384-step ramp, unchanged
-        (True, 20000, 10**6, 75.0),
+        (None, False, 75, 640, 75.0),  # default: the ramp is 1/64 of the run (10 of 640 steps)
+        (None, False, 5, 640, 37.5),
+        (None, False, 8192, 2**20, 37.5),  # a run of the published length: the published ramp
+        (16384, True, 75, 150, 37.5),  # a fixed ramp, clipped: it spans the short run
+        (16384, True, 150, 150, 75.0),
+        (16384, False, 150, 150, 75.0 * 150 / 16384),  # a fixed ramp unclipped: barely started
+        (16384, True, 8192, 10**6, 37.5),  # a long run: the 16384-step ramp, unchanged
+        (16384, True, 20000, 10**6, 75.0),
     ],
 )
-def test_mixmatch_rampup_ends_within_the_run(clip: bool, done: int, total: int, expected: float) -> None:
+def test_mixmatch_rampup(rampup: int | None, clip: bool, done: int, total: int, expected: float) -> None:
     model = create_model("resnet18", num_classes=3, small_input=True)
-    module = MixMatchModule(model, ["a", "b", "c"], clip_rampup=clip)
+    module = MixMatchModule(model, ["a", "b", "c"], rampup=rampup, clip_rampup=clip)
     assert MixMatchModule(model, ["a", "b", "c"]).clip_rampup is False
     module.body_steps = lambda: done  # type: ignore[method-assign]
     module.body_total_steps = lambda: total  # type: ignore[method-assign]
@@ -131,7 +135,10 @@ def test_warm_start_is_off_by_default_and_must_be_a_boolean(tmp_path) -> None:
     for name in ("fixmatch", "mixmatch"):
         assert get_method(name).options["warm_start"] is False
     train = TrainConfig(data="x", out=str(tmp_path / "run"), model="resnet18")
-    assert warm_start({"warm_start": False}, "mixmatch", train, tmp_path, tmp_path / "split.json") is train
+    assert warm_start({"warm_start": False}, "mixmatch", train, tmp_path, tmp_path / "split.json") == (
+        train,
+        {},
+    )
     with pytest.raises(
         ConfigError, match=r"--method fixmatch: option warm_start must be true or false, got 'yes'"
     ):
