@@ -20,6 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
+from ..quiet import quiet_libraries
+
+quiet_libraries()  # fine-tuning frozen teachers: no "module(s) in eval mode" warning
 
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
