@@ -353,6 +353,7 @@ def test_training_cost_table_says_whether_steps_were_equal(tmp_path: Path) -> No
                     "labelled_images_seen": 32 * steps,
                     "unlabelled_images_seen": 64 * steps if method == "kd" else 0,
                     "wall_time_s": 10.0 + s,
+                    "teacher_wall_time_s": 21.0 if method == "kd" else None,
                     "val_source": "labelled",
                 }
                 write_json(folder / "metrics.json", {"test": {"f1": 0.5, "macro_f1": 0.6}, "cost": cost})
@@ -365,8 +366,10 @@ def test_training_cost_table_says_whether_steps_were_equal(tmp_path: Path) -> No
     tables = {t.key: t for t in build_tables(Study.build(collect(bench({"supervised": 600, "kd": 600}))))}
     table = tables["training_cost"]
     assert "Steps are equal across methods within each model; validation labels: labelled." in table.caption
+    assert "equal-wall-time view" in table.caption
     kd = next(r for r in table.rows if r[1] == "kd")
-    assert kd[2:9] == [2, 600.0, 300.0, 19200.0, 38400.0, 10.5, None]
+    assert kd[2:9] == [2, 600.0, 300.0, 19200.0, 38400.0, 10.5, 21.0]
     assert kd[9] == pytest.approx(60.0)
+    assert kd[10] == pytest.approx(3.0)  # (10.5 s + 21 s of teachers) / 10.5 s of the baseline
     unequal = {t.key: t for t in build_tables(Study.build(collect(bench({"supervised": 600, "kd": 900}))))}
     assert "Steps are NOT equal" in unequal["training_cost"].caption

@@ -531,6 +531,16 @@ def training_cost_table(study: Study) -> Table | None:
                 100 * float(sub["macro_f1"].mean()),
             ]
         )
+    # the equal-wall-time view: what each score cost in time, teachers included, per supervised second
+    total = pd.to_numeric(df["wall_time_s"], errors="coerce") + pd.to_numeric(
+        df["teacher_wall_time_s"], errors="coerce"
+    ).fillna(0.0)
+    df = df.assign(total_wall=total)
+    base = df[df["method"] == study.collection.baseline].groupby("model")["total_wall"].mean()
+    for row in rows:
+        sub = df[(df["model"] == row[0]) & (df["method"] == row[1])]["total_wall"].dropna()
+        ref = base.get(row[0])
+        row.append(float(sub.mean()) / float(ref) if len(sub) and ref and ref > 0 else None)
     # equal budgets: every method of a cell (dataset, model, seed) took the same steps
     equal = bool((df.groupby(["dataset", "model", "seed"])["optimizer_steps"].nunique() == 1).all())
     val = ", ".join(sorted({str(v) for v in df["val_source"].dropna()})) or "unknown"
@@ -540,8 +550,9 @@ def training_cost_table(study: Study) -> Table | None:
         "Mean per run over datasets and seeds: optimiser steps of the run and of its teachers (or of "
         "the model a warm start begins from), labelled and unlabelled image passes through the "
         "student (every view counts), wall time of the run and of its teachers (s), and test "
-        f"macro-F1 (%). Steps are {'equal' if equal else 'NOT equal'} across methods within each "
-        f"model; validation labels: {val}.",
+        f"macro-F1 (%); the last column is the run's wall time with its teachers' over the baseline's "
+        f"(the equal-wall-time view). Steps are {'equal' if equal else 'NOT equal'} across methods "
+        f"within each model; validation labels: {val}.",
         [
             "Model",
             "Method",
@@ -553,6 +564,7 @@ def training_cost_table(study: Study) -> Table | None:
             "Wall s",
             "Teacher wall s",
             "Macro-F1",
+            "Time x base",
         ],
         rows,
         numeric=False,
