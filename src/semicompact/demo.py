@@ -1,9 +1,10 @@
 """The main job end to end on the embedded synthetic cell dataset (no download, a few CPU minutes).
 
 Few labels, many unlabelled images: a compact student trained on the labelled images only, against
-the same student trained by data distillation (that first student, with test-time transforms,
-pseudo-labels the unlabelled pool); the better one is exported to ONNX int8 for the edge and checked
-against the original.
+the same student trained by data distillation (an EfficientNet-Lite0 teacher, trained on the same
+labelled images, pseudo-labels the unlabelled pool with test-time transforms); the better student
+is exported to ONNX int8 for the edge and checked against the original. Both networks start from
+ImageNet weights that come with the install, so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .models.weights import packaged_weights
 from .training import TrainConfig
 
 STUDENT = "mobilenetv2_100"
+TEACHER = "tf_efficientnet_lite0"
 SIZE = 64
 #: labelled images per class: few, so that the unlabelled pool has something to add
 N_LABELLED = 25
@@ -38,7 +40,7 @@ def _config(data: Path, run: Path, epochs: int, seed: int) -> TrainConfig:
         epochs=epochs,
         patience=max(3, epochs // 3),
         lr=2e-3,
-        progress=False,
+        progress=True,  # a bar on a terminal, one line per epoch in a log
         vflip=True,
         seed=seed,
         tensorboard=False,
@@ -65,22 +67,27 @@ def run_demo(out: Path, epochs: int = 10, seed: int = 0, console: Console | None
             "student, data distillation",
             "data_distillation",
             {
-                # the supervised student is the teacher (self-training, as in "noisy student"):
-                # no extra network to train, and it is the most accurate model available here
-                "teacher_runs": [str(runs / "supervised")],
+                # a larger network than the student, trained on the same labelled images
+                "teachers": [TEACHER],
+                "teacher_pretrained": packaged_weights(TEACHER) is not None,
+                "teacher_cache": str(runs / "teachers"),
                 "transforms": ["hflip", "vflip", "hvflip", "gamma"],
                 "max_unlabelled": 400,
             },
         ),
     ):
         run = runs / method
-        console.print(f"training the {role} ({STUDENT}, {method}) ...")
+        extra = f", teacher {TEACHER} with test-time transforms" if method != "supervised" else ""
+        console.print(f"training the {role} ({STUDENT}, {method}{extra}) ...")
         resume = (run / "config.json").is_file() or (run / "method.json").is_file()
         results[method] = run_method(method, _config(data, run, epochs, seed), options, resume=resume).metrics
 
     best = max(("supervised", "data_distillation"), key=lambda m: results[m]["test"]["macro_f1"])
     console.print(f"exporting the {best} student to ONNX int8 ...")
-    exports = export_model(runs / best, out / "export", ["onnx", "onnx-int8"], overwrite=True, seed=seed)
+    # the demo always shows its export; a file below the export gate is kept and says so below
+    exports = export_model(
+        runs / best, out / "export", ["onnx", "onnx-int8"], overwrite=True, seed=seed, allow_disagreement=True
+    )
     results["export"] = exports
 
     rows = [
@@ -112,6 +119,8 @@ def run_demo(out: Path, epochs: int = 10, seed: int = 0, console: Console | None
             f"- {fmt}: {check['size_bytes'] / 1e6:.2f} MB, top-1 agreement "
             f"{100 * check['top1_agreement']:.1f} %, max probability difference {check['max_prob_diff']:.4f}"
         )
+        if check.get("gate", {}).get("failures"):
+            line += f" (below the export gate: {'; '.join(check['gate']['failures'])})"
         lines.append(line)
         console.print(line)
     write_text(out / "summary.md", "\n".join(lines) + "\n")
