@@ -322,6 +322,7 @@ def test_resume_with_differing_options_lists_them(
     assert "--epochs 1 -> 3; --lr 0.001 -> 0.01." in text  # seed is the same, num-workers is safe
     assert "start a new --out" in text
     other = tmp_path / "other"
+    other.mkdir()
     text = cli_error(capsys, "train", str(other), "--out", str(run), "--resume")
     assert f"DATA {tiny_data} -> {other}" in text
     text = cli_error(capsys, "ssl", str(tiny_data), "--out", str(run), "--resume", "--method", "fixmatch")
