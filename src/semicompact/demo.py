@@ -1,10 +1,12 @@
 """The main job end to end on the embedded synthetic cell dataset (no download, a few CPU minutes).
 
 Few labels, many unlabelled images: a compact student trained on the labelled images only, against
-the same student trained by data distillation (an EfficientNet-Lite0 teacher, trained on the same
-labelled images, pseudo-labels the unlabelled pool with test-time transforms); the better student
-is exported to ONNX int8 for the edge and checked against the original. Both networks start from
-ImageNet weights that come with the install, so nothing is downloaded.
+the same student trained by data distillation (that first student, with test-time transforms,
+pseudo-labels the unlabelled pool: self-training); the better student is exported to ONNX int8 for
+the edge and checked against the original. The student starts from ImageNet weights that come with
+the install, so nothing is downloaded. An EfficientNet-Lite0 teacher was tried here: at the demo's
+budget (20 labelled images per class, 24 optimiser steps) it stayed at chance level (validation
+macro-F1 0.21) and selected no pseudo-label, so the demo keeps its own student as the teacher.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from .models.weights import packaged_weights
 from .training import TrainConfig
 
 STUDENT = "mobilenetv2_100"
-TEACHER = "tf_efficientnet_lite0"
 SIZE = 64
 #: labelled images per class: few, so that the unlabelled pool has something to add
 N_LABELLED = 25
@@ -67,17 +68,16 @@ def run_demo(out: Path, epochs: int = 10, seed: int = 0, console: Console | None
             "student, data distillation",
             "data_distillation",
             {
-                # a larger network than the student, trained on the same labelled images
-                "teachers": [TEACHER],
-                "teacher_pretrained": packaged_weights(TEACHER) is not None,
-                "teacher_cache": str(runs / "teachers"),
+                # the supervised student is the teacher (self-training, as in "noisy student"):
+                # no extra network to train, and it is the most accurate model available here
+                "teacher_runs": [str(runs / "supervised")],
                 "transforms": ["hflip", "vflip", "hvflip", "gamma"],
                 "max_unlabelled": 400,
             },
         ),
     ):
         run = runs / method
-        extra = f", teacher {TEACHER} with test-time transforms" if method != "supervised" else ""
+        extra = ", the first student as teacher, with test-time transforms" if method != "supervised" else ""
         console.print(f"training the {role} ({STUDENT}, {method}{extra}) ...")
         resume = (run / "config.json").is_file() or (run / "method.json").is_file()
         results[method] = run_method(method, _config(data, run, epochs, seed), options, resume=resume).metrics
