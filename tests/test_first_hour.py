@@ -91,7 +91,11 @@ def test_deep_compression_file_works_from_the_cli(
     from semicompact.data.transforms import to_uint8_tensor
 
     out = tmp_path / "dc"
-    metrics = run_compression("deep_compression", tiny, out, {"sparsity": 0.5})
+    metrics = run_compression("deep_compression", tiny, out, {"sparsity": 0.5}, finetune_epochs=1)
+    err = capsys.readouterr().err  # redirected: one line per stage and per fine-tuning epoch
+    assert "compress: deep_compression on mobilenetv2_100 (fine-tuning 1 epoch(s)) ..." in err
+    assert "compress: evaluating the float and compressed models on 100 test images" in err
+    assert sum(line.startswith("epoch 1/1 | step ") and "ETA 0:00:00" in line for line in err.splitlines()) == 2
     scdc = out / "deep_compressed.scdc"
     code, stdout, err = _run_cli(
         ["predict", str(scdc), str(cells_dir / "test"), "--out", str(tmp_path / "p.csv")], capsys
@@ -161,7 +165,8 @@ def test_redirected_training_prints_one_line_per_epoch_with_an_eta(
 def test_plain_progress_flushes_the_csv_log_every_epoch() -> None:
     from types import SimpleNamespace
 
-    from semicompact.training.progress import PlainProgress, format_duration
+    from semicompact.progress import format_duration
+    from semicompact.training.progress import PlainProgress
 
     saved: list[int] = []
     logger = SimpleNamespace(save=lambda: saved.append(1))
@@ -259,3 +264,24 @@ def test_mistyped_paths_fail_before_torch_is_imported(tmp_path: Path) -> None:
         )
         assert result.stdout.split() == ["2", "False", "False"], (argv, result.stdout, result.stderr)
         assert message in " ".join(result.stderr.split())
+
+
+def test_export_and_long_loops_print_lines_with_an_eta(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import re
+
+    from semicompact.progress import iter_progress
+
+    code, _, err = _run_cli(["export", str(tiny), "--format", "onnx", "--out", str(tmp_path / "e")], capsys)
+    assert code == 0, err
+    assert re.search(r"export: 1/1 onnx written and checked \| \d:\d\d:\d\d elapsed \| ETA 0:00:00", err)
+    stream = io.StringIO()
+    assert list(iter_progress(range(3), 3, "evaluate (test, batches)", every_s=0, stream=stream)) == [0, 1, 2]
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" | ")[0] for line in lines] == [f"evaluate (test, batches): {k}/3" for k in (1, 2, 3)]
+    assert lines[-1].endswith("| ETA 0:00:00")
+    quiet = io.StringIO()
+    assert list(iter_progress(range(3), 3, "x", every_s=60, stream=quiet)) == [0, 1, 2]
+    assert quiet.getvalue() == ""  # short loops stay silent

@@ -111,7 +111,9 @@ def _profile(
     from ..compress.run import load_data, resolve_source
     from ..export.profile import profile_model
     from ..models import create_model
+    from ..progress import StageLines
 
+    lines = StageLines("profile", len(sources) + len(names))
     rows = []
     for source in sources:
         model_file, run_dir = resolve_source(source)
@@ -131,12 +133,14 @@ def _profile(
         )
         row["source"] = str(model_file)
         rows.append(row)
+        lines.advance(f"{model_file} profiled")
     for name in names:
         model = _no_zero_gammas(create_model(name, num_classes=num_classes))
         card = ModelCard(
             model=name, classes=[str(i) for i in range(num_classes)], image_size=image_size or 224
         )
         rows.append(profile_model(model, card, card.image_size, settings))
+        lines.advance(f"{name} profiled")
     return rows
 
 

@@ -100,7 +100,10 @@ def finetune(
         raise ConfigError("--finetune-unlabelled needs a teacher to learn from: set --kd-alpha above 0")
     L.seed_everything(seed, workers=True, verbose=False)
     wrapper = FinetuneModule(module, epochs, lr, teacher, kd_alpha, temperature)
+    from ..training.progress import PlainProgress
+
     trainer = L.Trainer(
+        callbacks=[PlainProgress()],  # one line per fine-tuning epoch, with an ETA
         max_epochs=epochs,
         accelerator="auto",
         devices=1,

@@ -23,6 +23,7 @@ from torch import nn
 from ..artifacts import ModelCard, load_model
 from ..errors import ConfigError, DataError, ModelError, SemicompactError
 from ..io import write_json
+from ..progress import say
 from .base import CompressionContext, get_compressor
 
 
@@ -216,6 +217,7 @@ def run_compression(
             finetune_unlabelled=finetune_unlabelled,
         )
         start = time.perf_counter()
+        say(f"compress: {method} on {card.model} (fine-tuning {finetune_epochs} epoch(s)) ...")
         try:
             result = compressor.compress(ctx)
         except SemicompactError:
@@ -250,6 +252,7 @@ def run_compression(
         if evaluate and datamodule is not None:
             entries = test_entries(datamodule, max_test, seed)
             if entries:
+                say(f"compress: evaluating the float and compressed models on {len(entries)} test images")
                 loader = datamodule.loader_for(entries)
                 before = evaluate_module(model, loader, card.classes)
                 after = evaluate_module(result.module, loader, card.classes)

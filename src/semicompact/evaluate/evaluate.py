@@ -12,6 +12,7 @@ from ..artifacts import load_model
 from ..data import SemiCompactDataModule, SplitManifest, make_split, open_source
 from ..errors import ConfigError
 from ..io import write_json
+from ..progress import iter_progress
 from ..training.config import TrainConfig
 from .metrics import classification_metrics
 from .predict import inference_device, predict_loader
@@ -53,7 +54,9 @@ def evaluate_model(
         )
     entries = [e for e in getattr(manifest, subset) if e[1] is not None]
     dm = SemiCompactDataModule(source, manifest, image_size=card.image_size, batch_size=batch_size)
-    probs, targets = predict_loader(model, dm.loader_for(entries), inference_device())
+    loader = dm.loader_for(entries)
+    batches = iter_progress(loader, len(loader), f"evaluate ({subset}, batches)")
+    probs, targets = predict_loader(model, batches, inference_device())
     metrics = classification_metrics(probs, targets, card.classes) if len(targets) else {"n": 0}
     if out:
         write_json(out, metrics)

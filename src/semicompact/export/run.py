@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io import write_json
+from ..progress import StageLines
 from .check import (
     DEFAULT_MAX_F1_DROP,
     DEFAULT_MIN_AGREEMENT,
@@ -118,6 +119,7 @@ def export_model(
     results: dict[str, Any] = {}
     choice: dict[str, Any] | None = None
     out_path = Path(out)
+    lines = StageLines("export", len(formats))
     with staged_output(out_path, overwrite) as tmp:
         for fmt in formats:
             path = tmp / FORMATS[fmt]
@@ -167,6 +169,7 @@ def export_model(
                 )
             write_json(tmp / f"{path.name}.check.json", check)
             results[fmt] = check
+            lines.advance(f"{fmt} written and checked")
         if "onnx" not in formats and (tmp / FORMATS["onnx"]).is_file():
             (tmp / FORMATS["onnx"]).unlink()  # only the intermediate of the int8 file
         summary = {"source": str(model_file), "model": card.model, "exports": results}

@@ -14,15 +14,10 @@ from typing import Any, TextIO
 
 import lightning as L
 
+from ..progress import format_duration
 from ..quiet import quiet_libraries
 
 quiet_libraries()
-
-
-def format_duration(seconds: float) -> str:
-    """``H:MM:SS`` (the ETA format of the benchmark grid too)."""
-    seconds = max(0, round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def _value(metrics: dict[str, Any], key: str) -> float | None:
@@ -105,23 +100,3 @@ class PlainProgress(L.Callback):
             logger.save()
         stream = self.stream or sys.stderr
         print(self.line(trainer), file=stream, flush=True)
-
-
-class StageLines:
-    """``label: k/n (what) | elapsed | ETA`` lines for the stages of a long command (export, profile)."""
-
-    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
-        self.label, self.total, self.stream = label, total, stream
-        self.done = 0
-        self._start = time.perf_counter()
-
-    def advance(self, what: str) -> None:
-        self.done += 1
-        elapsed = time.perf_counter() - self._start
-        left = elapsed / self.done * max(0, self.total - self.done)
-        print(
-            f"{self.label}: {self.done}/{self.total} {what} | {format_duration(elapsed)} elapsed"
-            f" | ETA {format_duration(left)}",
-            file=self.stream or sys.stderr,
-            flush=True,
-        )
