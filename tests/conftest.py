@@ -1,4 +1,4 @@
-"""Shared fixtures: offline hub, the real-data folder, small generated datasets."""
+"""Shared fixtures: offline hub, the real-data folder, small generated datasets; slow tests opt-in."""
 
 from __future__ import annotations
 
@@ -9,6 +9,38 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub in tests
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+SLOW_HOW = "slow test, not in the default run: run it with --runslow, SEMICOMPACT_SLOW=1 or CI=true"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--runslow", action="store_true", default=False, help="also run the tests marked slow (CI=true does)"
+    )
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no")
+
+
+def run_slow(config: pytest.Config) -> bool:
+    """Slow tests run in CI (CI=true), on request, or when ``-m`` names the marker (``-m slow``);
+    a plain ``pytest`` here skips them so the default run stays within about 15 minutes."""
+    if config.getoption("--runslow") or _truthy(os.environ.get("SEMICOMPACT_SLOW")):
+        return True
+    if _truthy(os.environ.get("CI")):
+        return True
+    markexpr = config.getoption("markexpr", default="") or ""
+    return "slow" in markexpr and "not slow" not in markexpr
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if run_slow(config):
+        return
+    skip = pytest.mark.skip(reason=SLOW_HOW)
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
