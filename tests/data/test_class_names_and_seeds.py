@@ -35,7 +35,8 @@ def test_medmnist_files_get_their_official_class_names(tmp_path: Path, name: str
 
 
 def test_the_other_sets_and_what_is_not_recognised(tmp_path: Path) -> None:
-    assert open_source(write_npz(tmp_path / "breastmnist.npz", k=2)).classes == ["malignant", "normal, benign"]
+    breast = open_source(write_npz(tmp_path / "breastmnist.npz", k=2)).classes
+    assert breast == ["malignant", "normal, benign"]
     assert open_source(write_npz(tmp_path / "pneumoniamnist_128.npz", k=2)).classes == ["normal", "pneumonia"]
     retina = open_source(write_npz(tmp_path / "retinamnist.npz", n=(20, 5, 5), k=5)).classes
     assert retina == ["grade 0", "grade 1", "grade 2", "grade 3", "grade 4"]
@@ -95,3 +96,24 @@ def test_the_test_split_is_the_same_for_every_seed(cells_dir: Path) -> None:
 def test_a_source_test_split_records_no_test_seed(cells_dir: Path) -> None:
     manifest = make_split(open_source(cells_dir), n_labelled=10, seed=3)
     assert manifest.test_seed is None and "test: the source's own test split" in manifest.notes
+
+
+def test_split_command_takes_a_test_seed(cells_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from semicompact.cli.main import main
+
+    data = tmp_path / "cells"
+    shutil.copytree(cells_dir / "train", data / "train")  # no test/ folder: the test split is drawn
+    tests = []
+    for seed, test_seed in ((0, None), (5, None), (5, "3")):
+        out = tmp_path / f"s{seed}-{test_seed}.json"
+        argv = ["split", str(data), "--n-labelled", "10", "--seed", str(seed), "--out", str(out)]
+        argv += ["--test-seed", test_seed] if test_seed else []
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+        manifest = SplitManifest.load(out)
+        assert manifest.test_seed == (int(test_seed) if test_seed else 0)
+        tests.append(manifest.test)
+    assert tests[0] == tests[1] != tests[2]

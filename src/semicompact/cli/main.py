@@ -359,6 +359,13 @@ def split_cmd(
         str, typer.Option(help="Validation labels: labelled (out of the budget) or official.")
     ] = "labelled",
     val_share: Annotated[float, typer.Option(help="With --val labelled: share of the labels.")] = 0.2,
+    test_seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the test images drawn from train (no test split in DATA): the same for "
+            "every --seed, so that seeds are scored on the same images."
+        ),
+    ] = 0,
 ) -> None:
     """Make the paper's split: 75/25 train/test (when DATA has no test), N labelled per class, the rest unlabelled.
 
@@ -382,6 +389,7 @@ def split_cmd(
         seed=seed,
         val=val,
         val_share=val_share,
+        test_seed=test_seed,
     )
     manifest.save(out_file)
     counts = manifest.counts()
