@@ -49,7 +49,9 @@ def test_split_writes_a_manifest(capsys, cells_dir: Path, tmp_path: Path) -> Non
     )
     assert code == 0
     manifest = json.loads(out_file.read_text())
-    assert manifest["seed"] == 3 and len(manifest["labelled"]) == 80
+    # 20 labels per class, 4 of them for validation (inside the label budget, the default)
+    assert manifest["seed"] == 3 and len(manifest["labelled"]) == 64 and len(manifest["val"]) == 16
+    assert manifest["val_source"] == "labelled"
     assert "labelled" in out and "manifest written" in out
 
 
