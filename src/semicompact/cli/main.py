@@ -446,7 +446,7 @@ def demo(
 ) -> None:
     """Run the whole job on the embedded synthetic cell dataset: split, student, self-trained student, export.
 
-    No download needed; about 430 s of CPU time (measured: 4-7 min on 2 idle cores, longer on a busy
+    No download needed; 430 s of CPU time measured (roughly 4-7 min on 2 idle cores, longer on a busy
     machine). Redirected to a file, it prints one line per epoch with an ETA.
     """
     from ..demo import run_demo
