@@ -77,6 +77,9 @@ def train(
     val_fraction: Annotated[
         float, typer.Option(help="Share of train kept for validation when DATA has no valid split.")
     ] = 0.1,
+    test_seed: Annotated[
+        int, typer.Option(help="Seed of the test images drawn from train (fixed across --seed).")
+    ] = 0,
     pretrained: Annotated[
         bool, typer.Option(help="Start from ImageNet weights downloaded from the hub.")
     ] = False,

@@ -33,6 +33,7 @@ class TrainConfig:
     n_labelled: int = 75
     test_fraction: float = 0.25
     val_fraction: float = 0.1
+    test_seed: int = 0
     pretrained: bool = False
     weights: str | None = None
     small_input: bool = False

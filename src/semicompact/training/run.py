@@ -186,6 +186,7 @@ def build_split(
             seed=config.seed,
             val=config.val,
             val_share=config.val_share,
+            test_seed=config.test_seed,
         )
     manifest.check_source(source)
     if save and not own.is_file() and not is_worker_process():
