@@ -184,9 +184,10 @@ def remarks(row: dict[str, Any]) -> list[str]:
     for name in ("onnx-int8", "torchao-int8"):
         ratio = rt.get(name, {}).get("latency_ratio_vs_onnx_fp32")
         if ratio is not None and ratio >= 0.9:
+            types = f" (int8 types {row.get('int8_weights')} for {row.get('int8_target')})"
             out.append(
                 f"{row['model']} {row['image_size']} px: {name} is {ratio:.2f}x onnxruntime fp32, "
-                f"not faster (int8 types {row.get('int8_weights', '?')} for {row.get('int8_target', '?')})"
+                f"not faster" + (types if name == "onnx-int8" else "")
             )
     if row.get("torchao_int8_error"):
         out.append(f"{row['model']}: torchao int8 did not run: {row['torchao_int8_error']}")
