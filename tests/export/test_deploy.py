@@ -55,7 +55,7 @@ def test_deploy_picks_within_budget_resumes_and_refuses_impossible_budgets(
     # an impossible budget: one line naming the fastest variant; the built variants are reused
     code, _, err = run_cli(capsys, *args, "--max-latency-ms", "0.001")
     fastest = min(json.loads((out / "deploy.json").read_text())["variants"], key=lambda v: v["latency_ms"])
-    assert code == 2 and err.startswith("error: no variant meets --max-latency-ms 0.001 on this CPU")
+    assert code == 2 and "error: no variant meets --max-latency-ms 0.001 on this CPU" in err
     assert f"the fastest is {fastest['id']} at" in err and "Traceback" not in err
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("variants/*/model.onnx")}
     code, _, err = run_cli(capsys, "deploy", str(tmp_path / "nothing"), "--max-latency-ms", "2")
