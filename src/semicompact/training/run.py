@@ -438,7 +438,8 @@ def finish_run(
         "optimizer_steps": steps,
         "labelled_images_seen": 0,
         "unlabelled_images_seen": 0,
-        **{f"{kind}_images_seen": int(n) for kind, n in module.images_seen.items()},
+        # counted on this process; every DDP process sees as many images
+        **{f"{kind}_images_seen": int(n) * trainer.world_size for kind, n in module.images_seen.items()},
         "validations": meter.validations if meter else None,
         "wall_time_s": wall,
         **(cost or {}),
