@@ -90,6 +90,23 @@ def test_ptq_onnx_backend_quantizes_convolutions(capsys, run: Path, tmp_path: Pa
     assert abs(m["macro_f1_change"]) < 0.1 and m["size_ratio"] > 3
 
 
+def test_target_option_reaches_the_onnx_backend(capsys, run: Path, tmp_path: Path) -> None:
+    """``--target`` alone selects the onnx backend and the int8 types of that CPU, not of this one."""
+    from semicompact.export.targets import TARGETS
+
+    out = tmp_path / "ptq-avx2"
+    args = ["--method", "ptq", "--target", "x86-avx2", "--option", "calib_images=16", "--max-test", "16"]
+    code, _, err = run_cli(capsys, "compress", str(run), *args, "--out", str(out))
+    assert code == 0, err
+    m = _metrics(out)
+    assert m["options"]["backend"] == "onnx" and m["options"]["target"] == "x86-avx2"
+    choice = m["notes"]["int8_choice"]
+    assert m["notes"]["target"] == choice["target"] == "x86-avx2"
+    assert choice["target_how"].startswith("given; this CPU is")
+    assert [c["scheme"] for c in choice["candidates"]] == list(TARGETS["x86-avx2"].candidates)
+    assert (out / "model_int8.onnx").is_file()
+
+
 @pytest.mark.slow  # about a minute on 2 busy cores
 def test_qat_fine_tunes_with_distillation_and_converts(capsys, run: Path, tmp_path: Path) -> None:
     out = tmp_path / "qat"
@@ -129,6 +146,15 @@ def test_qat_fine_tunes_with_distillation_and_converts(capsys, run: Path, tmp_pa
             "--option int8_weights=int4: use one of auto, uint8, int8, int8-7bit, s8s8",
         ),
         (["--method", "ptq", "--kd-alpha", "2"], "--kd-alpha"),
+        (
+            ["--method", "ptq", "--target", "riscv"],
+            "--target riscv: use one of auto, x86-amx, x86-vnni, x86-avx2, arm64-dotprod, arm64, generic",
+        ),
+        (["--method", "prune", "--target", "x86-avx2"], "--target applies to --method ptq only"),
+        (
+            ["--method", "ptq", "--option", "backend=pt2e", "--target", "x86-avx2"],
+            "--target x86-avx2 needs --option backend=onnx, not backend=pt2e",
+        ),
     ],
 )
 def test_bad_options_are_one_line_and_write_nothing(

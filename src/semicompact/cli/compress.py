@@ -34,6 +34,13 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--option", help="Method option key=value (repeatable), e.g. ratio=0.5."),
         ] = None,
+        target: Annotated[
+            str | None,
+            typer.Option(
+                help="ptq only: the CPU the int8 ONNX file is for (auto: this one; x86-vnni, x86-avx2, "
+                "arm64-dotprod, ...; see `export --help`); implies --option backend=onnx."
+            ),
+        ] = None,
         data: Annotated[
             Path | None,
             typer.Option(help="Images to calibrate, fine-tune and test on (default: the run's own data)."),
@@ -67,6 +74,8 @@ def register(app: typer.Typer) -> None:
 
           semicompact compress runs/blood --method ptq --out runs/blood-int8
 
+          semicompact compress runs/blood --method ptq --target x86-avx2 --out runs/blood-int8-avx2
+
           semicompact compress runs/blood --method qat --finetune-epochs 2 --kd-alpha 0.5 --out runs/blood-qat
 
           semicompact compress runs/blood --method prune --option ratio=0.5 --finetune-epochs 3 --out runs/p50
@@ -80,11 +89,14 @@ def register(app: typer.Typer) -> None:
         from ..compress.run import parse_options, run_compression
 
         defaults = get_compressor(method).options
+        options = parse_options(option, defaults)
+        if target is not None:
+            options = _with_target(method, options, target)
         result = run_compression(
             method,
             source,
             out_dir,
-            parse_options(option, defaults),
+            options,
             data=data,
             split=split,
             finetune_epochs=finetune_epochs,
@@ -115,3 +127,21 @@ def register(app: typer.Typer) -> None:
         for warning in result.get("warnings", []):
             Console(stderr=True, soft_wrap=True).print(f"[bold red]warning: {warning}[/]", highlight=False)
         console.print(f"outputs in {result['out']}")
+
+
+def _with_target(method: str, options: dict[str, Any], target: str) -> dict[str, Any]:
+    """``options`` with ``target`` for ptq's onnx backend (the only int8 file whose kernels depend on
+    the CPU); a target for another method or backend would be silently ignored, so it is refused."""
+    from ..errors import ConfigError
+    from ..export.targets import resolve_target
+
+    if method != "ptq":
+        raise ConfigError(f"--target applies to --method ptq only (its onnx backend), not --method {method}")
+    resolve_target(target, "--target")
+    backend = options.get("backend", "onnx")
+    if backend != "onnx":
+        raise ConfigError(f"--target {target} needs --option backend=onnx, not backend={backend}")
+    given = options.get("target")
+    if given is not None and given != target:
+        raise ConfigError(f"--target {target} and --option target={given} disagree: give one of them")
+    return {**options, "backend": "onnx", "target": target}
