@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_at_start": os.getloadavg(),
         },
         "runs": {},
+        "timing": "interleaved",  # runtimes called in turn (export.timing); older reports timed each alone
     }
     start = time.time()
     for name in [r.strip() for r in args.runs.split(",") if r.strip()]:
@@ -124,8 +125,9 @@ def bench_run(run_dir: Path, methods: list[str], args: argparse.Namespace) -> di
     from semicompact.compress.quant_common import calibration_batches, numpy_batches
     from semicompact.compress.run import evaluate_module, run_compression, test_entries
     from semicompact.export.onnx import OrtModule
-    from semicompact.export.profile import ProfileSettings, profile_model, time_ms
+    from semicompact.export.profile import ProfileSettings, profile_model
     from semicompact.export.run import export_model
+    from semicompact.export.timing import time_interleaved
     from semicompact.training.run import load_run_data
 
     model, card = load_model(run_dir)
@@ -159,7 +161,6 @@ def bench_run(run_dir: Path, methods: list[str], args: argparse.Namespace) -> di
         )
         for k, s in sizes.items()
     }
-    eager_ms = {k: p["runtimes"]["eager"]["latency_ms"] for k, p in profiles.items()}
     out: dict[str, Any] = {
         "model": card.model,
         "image_size": card.image_size,
@@ -209,19 +210,28 @@ def bench_run(run_dir: Path, methods: list[str], args: argparse.Namespace) -> di
             module = result["module"]
             ev = evaluate_module(module, loader, card.classes)
             latency: dict[str, float | None] = {}
+            ratio: dict[str, float | None] = {}
             with torch.inference_mode():
                 for k, s in sizes.items():
                     x = torch.rand(1, 3, s, s)
                     try:
-                        timed = time_ms(lambda x=x, m=module: m(x), settings[k].runs, settings[k].warmup)
-                        latency[k] = timed["median_ms"]
-                    except Exception:  # e.g. an exported int8 graph fixed to the native input size
-                        latency[k] = None
+                        module(x)  # an exported int8 graph fixed to the native size fails here
+                    except Exception:
+                        latency[k] = ratio[k] = None
+                        continue
+                    # eager fp32 timed in the same interleaved pass: the ratio survives load bursts
+                    timed = time_interleaved(
+                        {"eager": lambda x=x: model(x), "method": lambda x=x, m=module: m(x)},
+                        settings[k].runs,
+                        settings[k].warmup,
+                    )
+                    latency[k] = timed["method"]["median_ms"]
+                    ratio[k] = latency[k] / timed["eager"]["median_ms"]
             row = {
                 "macro_f1": ev["macro_f1"],
                 "macro_f1_change_points": 100 * (ev["macro_f1"] - float_eval["macro_f1"]),
                 "size_ratio": result["size_ratio"],
-                "latency_ratio": {k: latency[k] / eager_ms[k] if latency[k] else None for k in sizes},
+                "latency_ratio": ratio,
                 "latency_ms": latency,
                 "options": result["options"],
                 "notes": _short(result["notes"]),
@@ -288,6 +298,52 @@ def check_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     return goals
 
 
+def runtime_table(run: dict[str, Any]) -> list[str]:
+    """Eager PyTorch, onnxruntime fp32 and onnxruntime int8 latency of the float model side by side;
+    the headline is int8 / onnxruntime fp32 (int8 must beat the fp32 file, not only eager PyTorch).
+
+    Profiles written before the runtimes were interleaved (no ``latency_ratio_vs_onnx_fp32``) timed
+    one runtime after the other under changing load: their milliseconds are shown in brackets and no
+    ratio is drawn from them."""
+    lines = [
+        "| size | eager fp32 ms | ORT fp32 ms | ORT int8 ms | **int8 / ORT fp32** | int8 / eager | "
+        "ORT fp32 / eager | int8 types |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    old = False
+    for p in run["profile"].values():
+        rt = p["runtimes"]
+        int8 = rt.get("onnx-int8", {})
+        measured = "latency_ratio_vs_onnx_fp32" in int8
+        old = old or not measured
+
+        def ms(name: str, rt: dict[str, Any] = rt, measured: bool = measured) -> str:
+            if name not in rt:
+                return "-"
+            value = f"{rt[name]['latency_ms']:.2f}"
+            return value if measured else f"({value})"
+
+        def ratio(name: str, key: str, rt: dict[str, Any] = rt, measured: bool = measured) -> str:
+            value = rt.get(name, {}).get(key)
+            return f"{value:.2f}" if measured and value is not None else "not measured"
+
+        types = f"{p['int8_weights']} ({p['int8_target']})" if p.get("int8_weights") else "-"
+        lines.append(
+            f"| {p['image_size']} px | {ms('eager')} | {ms('onnx')} | {ms('onnx-int8')} | "
+            f"**{ratio('onnx-int8', 'latency_ratio_vs_onnx_fp32')}** | "
+            f"{ratio('onnx-int8', 'latency_ratio_vs_eager')} | {ratio('onnx', 'latency_ratio_vs_eager')} | "
+            f"{types} |"
+        )
+    if old:
+        lines += [
+            "",
+            "The runtime columns are new and **not yet measured** for this run: its profile predates "
+            "interleaved timing and target-aware int8 types (milliseconds in brackets were timed one "
+            "runtime after the other; no ratio is drawn from them). Re-run the benchmark to fill them.",
+        ]
+    return lines
+
+
 def write_outputs(report: dict[str, Any], out: Path) -> None:
     from semicompact.io import write_json, write_text
 
@@ -309,8 +365,16 @@ def markdown(report: dict[str, Any]) -> str:
         "fine-tuning: "
         f"{s['finetune_epochs']} epoch(s) on {s['max_train']} labelled images, KD alpha {s['kd_alpha']}; "
         f"latency: batch 1, {s['threads']} thread(s), median of {s['latency_runs']} runs after warm-up "
-        "(at 224 px: half as many, at least 3). Latency ratio = method / eager fp32 at the same size. "
-        f"Machine: {report['machine']['cpu_count']} CPUs shared with other jobs "
+        "(at 224 px: half as many, at least 3). The first table of each run: the float model in eager "
+        "PyTorch, onnxruntime fp32 and onnxruntime int8 (default export: target-aware int8 types), "
+        "interleaved call by call; the headline is int8 / onnxruntime fp32. Method rows: latency ratio = "
+        "method / eager fp32 at the same size"
+        + (
+            ", timed interleaved with it. "
+            if report.get("timing") == "interleaved"
+            else " (this report predates interleaving: each runtime was timed on its own). "
+        )
+        + f"Machine: {report['machine']['cpu_count']} CPUs shared with other jobs "
         f"(load average at start {report['machine']['load_average_at_start'][0]:.1f}), so absolute "
         "times are noisy; ratios are measured back to back.",
         "",
@@ -328,6 +392,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"Float: macro-F1 {f['macro_f1']:.4f} (n={f['n']}), fp32 file {run['fp32_bytes'] / 1e6:.1f} MB, "
             f"eager fp32 latency {eager['native']['latency_ms']:.1f} ms at {run['image_size']} px, "
             f"{eager['224']['latency_ms']:.1f} ms at 224 px.",
+            "",
+            *runtime_table(run),
             "",
             "| method | macro-F1 | change (points) | size ratio (x smaller) | latency ratio native "
             "| latency ratio 224 px |",
