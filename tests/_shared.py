@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from semicompact.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,3 +53,25 @@ def cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     return lines[0]
+
+
+def method_config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    """A small, fast training configuration (MobileNetV2, small input, 32 px) for method runs."""
+    from semicompact.training import TrainConfig
+
+    values: dict[str, object] = dict(
+        data=str(data),
+        out=str(out),
+        model="mobilenetv2_100",
+        small_input=True,
+        pretrained=True,
+        image_size=32,
+        n_labelled=8,
+        epochs=2,
+        head_epochs=1,
+        batch_size=16,
+        progress=False,
+        tensorboard=False,
+    )
+    values.update(kw)
+    return TrainConfig(**values)

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+from _shared import method_config
 
 from semicompact.methods import run_method
 from semicompact.training import TrainConfig
@@ -23,23 +24,10 @@ N_LABELLED = 10  # per class: 8 train + 2 validation with the default val_share 
 
 
 def _config(data: Path, out: Path, **kw) -> TrainConfig:
-    values = dict(
-        data=str(data),
-        out=str(out),
-        model="mobilenetv2_100",
-        small_input=True,
-        pretrained=True,
-        image_size=32,
-        n_labelled=N_LABELLED,
-        max_steps=STEPS,
-        head_steps=2,
-        early_stopping=False,
-        batch_size=BATCH,
-        progress=False,
-        tensorboard=False,
+    budget = dict(
+        n_labelled=N_LABELLED, max_steps=STEPS, head_steps=2, early_stopping=False, batch_size=BATCH
     )
-    values.update(kw)
-    return TrainConfig(**values)
+    return method_config(data, out, **{**budget, **kw})
 
 
 TEACHER = {"teachers": "mobilenetv2_100", "max_unlabelled": 40, "inference_batch_size": 16}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _shared import method_config
 
 from semicompact.cli.main import main as cli_main
 from semicompact.methods import run_method
@@ -19,22 +20,7 @@ from semicompact.training import TrainConfig
 
 
 def _config(data: Path, out: Path, **kw) -> TrainConfig:
-    values = dict(
-        data=str(data),
-        out=str(out),
-        model="mobilenetv2_100",
-        small_input=True,
-        pretrained=True,
-        image_size=32,
-        n_labelled=8,
-        epochs=2,
-        head_epochs=1,
-        batch_size=16,
-        progress=False,
-        tensorboard=False,
-    )
-    values.update(kw)
-    return TrainConfig(**values)
+    return method_config(data, out, **kw)
 
 
 TEACHER = {"teachers": "mobilenetv2_100", "max_unlabelled": 48, "inference_batch_size": 16}

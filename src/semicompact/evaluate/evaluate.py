@@ -94,15 +94,9 @@ def _rebuilt_split(
             f"(seed {options.seed}, {options.n_labelled} labelled per class): the same images only if "
             "the data did not change since training; pass --split to choose"
         )
-        return make_split(
-            source,
-            n_labelled=options.n_labelled,
-            test_fraction=options.test_fraction,
-            val_fraction=options.val_fraction,
-            seed=options.seed,
-            val=options.val,
-            val_share=options.val_share,
-        )
+        from ..training.run import split_from_config
+
+        return split_from_config(options, source)
     err.print(
         f"note: no --split given for '{data}'; evaluating on a split made with seed 0 and the "
         "default options (the paper's protocol); pass --split to choose"

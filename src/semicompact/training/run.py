@@ -178,20 +178,25 @@ def build_split(
     elif config.split:
         manifest = SplitManifest.load(config.split)
     else:
-        manifest = make_split(
-            source,
-            n_labelled=config.n_labelled,
-            test_fraction=config.test_fraction,
-            val_fraction=config.val_fraction,
-            seed=config.seed,
-            val=config.val,
-            val_share=config.val_share,
-            test_seed=config.test_seed,
-        )
+        manifest = split_from_config(config, source)
     manifest.check_source(source)
     if save and not own.is_file() and not is_worker_process():
         manifest.save(own)
     return manifest
+
+
+def split_from_config(config: TrainConfig, source: Any) -> SplitManifest:
+    """The split a run's options make (its seed, label budget, validation and test choices)."""
+    return make_split(
+        source,
+        n_labelled=config.n_labelled,
+        test_fraction=config.test_fraction,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        val=config.val,
+        val_share=config.val_share,
+        test_seed=config.test_seed,
+    )
 
 
 def transfer_learning(config: TrainConfig) -> bool:
