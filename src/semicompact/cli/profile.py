@@ -43,7 +43,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "auto",
         int8_weights: Annotated[
-            str, typer.Option(help="Override the target's int8 types: uint8, int8, int8-7bit or s8s8.")
+            str,
+            typer.Option(
+                help="Override the target's int8 types: uint8, int8, int8-7bit, s8s8 or int8-early-float."
+            ),
         ] = "auto",
         out_file: Annotated[
             Path | None,

@@ -42,7 +42,7 @@ class PostTrainingQuantization(Compressor):
         "calib_images": 256,
         "per_channel": True,  # onnx backend (pt2e is always per-channel)
         "calibrate_method": "minmax",  # onnx backend: minmax, entropy or percentile
-        "int8_weights": DEFAULT_INT8_WEIGHTS,  # onnx: auto (from target), uint8, int8, int8-7bit, s8s8
+        "int8_weights": DEFAULT_INT8_WEIGHTS,  # onnx: auto (from target) or a scheme of export.targets
         "target": "auto",  # onnx backend: the CPU the file is for (export.targets)
         "min_agreement": 0.97,  # onnx backend: agreement a candidate must reach on the calibration images
     }

@@ -2,7 +2,11 @@
 
 On the CPU that runs the command (``--target auto`` or the target this CPU is), every candidate is
 timed against the fp32 file at batch 1, interleaved, and its top-1 agreement with the fp32 file is
-measured on the calibration images; the fastest candidate whose agreement reaches the gate is kept.
+measured on ``agreement_batches`` (``export`` passes images the model was not trained on, the
+run's unlabelled pool, when it has one) or else on the calibration images; the fastest candidate
+whose agreement reaches the gate is kept. Training images overstate agreement: on a BloodMNIST
+MobileNetV2, plain ``int8`` agreed on 97.7 % of its calibration (training) images but 90.2 % of
+unlabelled ones and 92.7 % of test ones.
 For another target nothing can be timed here, so the first candidate (the one the target's kernels
 make fastest, ``targets.TARGETS``) that passes is kept. The choice, every candidate's numbers and
 the reason go into the file's metadata (``int8_choice``) and into ``export.json``.
@@ -39,6 +43,8 @@ def choose_int8(
     runs: int = 15,
     warmup: int = 2,
     option: str = "--target",
+    agreement_batches: list[np.ndarray] | None = None,
+    agreement_source: str = "held-out images",
 ) -> dict[str, Any]:
     """Write the chosen int8 file to ``out_path``; returns the choice (target, scheme, why, candidates)."""
     from .onnx import quantize_onnx, set_metadata, staged_file
@@ -49,7 +55,9 @@ def choose_int8(
     spec, is_host, how = resolve_target(target, option)
     names = list(spec.candidates) if weights == "auto" else [weights]
     images = [np.asarray(b, dtype=np.float32) for b in batches if len(b)]
-    reference = _logits(make_session(fp32_path, threads), images) if images else None
+    judged = [np.asarray(b, dtype=np.float32) for b in agreement_batches or [] if len(b)] or images
+    source = agreement_source if judged is not images else "calibration images"
+    reference = _logits(make_session(fp32_path, threads), judged) if judged else None
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as work:
         files: dict[str, Path] = {}
@@ -64,9 +72,9 @@ def choose_int8(
             )
             row: dict[str, Any] = {"scheme": name, "description": SCHEMES[name].description}
             if reference is not None:
-                logits = _logits(make_session(files[name], threads), images)
-                row["calib_agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
-                row["passes"] = row["calib_agreement"] >= min_agreement
+                logits = _logits(make_session(files[name], threads), judged)
+                row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
+                row["passes"] = row["agreement"] >= min_agreement
             rows.append(row)
         timed = is_host and images and (len(names) > 1 or weights == "auto")
         if timed:
@@ -92,6 +100,7 @@ def choose_int8(
             "min_agreement": min_agreement,
             "threads": threads,
             "calibration_images": sum(len(b) for b in images),
+            "agreement_on": {"images": source, "n": sum(len(b) for b in judged)},
             "candidates": rows,
         }
         import onnx
@@ -113,10 +122,10 @@ def _pick(
         return weights, f"given by --int8-weights {weights}"
     passing = [r for r in rows if r.get("passes", True)]
     if not passing:
-        best = max(rows, key=lambda r: r.get("calib_agreement", 0.0))
+        best = max(rows, key=lambda r: r.get("agreement", 0.0))
         return best["scheme"], (
-            f"no candidate reached {100 * min_agreement:.1f}% agreement on the calibration images; "
-            f"kept the most accurate ({100 * best['calib_agreement']:.1f}%)"
+            f"no candidate reached {100 * min_agreement:.1f}% agreement; "
+            f"kept the most accurate ({100 * best['agreement']:.1f}%)"
         )
     if timed:
         best = min(passing, key=lambda r: r["latency_ms"])

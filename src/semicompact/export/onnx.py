@@ -156,6 +156,7 @@ def quantize_onnx(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            excluded = early_convolutions(onnx.load(str(pre))) if scheme.early_float else []
             quantize_static(
                 str(pre),
                 str(tmp),
@@ -166,18 +167,50 @@ def quantize_onnx(
                 weight_type=qtype[scheme.weights],
                 reduce_range=scheme.reduce_range,
                 calibrate_method=methods[calibrate_method],
-                extra_options={"CalibMovingAverage": False},
+                nodes_to_exclude=excluded,
+                extra_options={"CalibMovingAverage": scheme.moving_average},
             )
         proto = onnx.load(str(tmp))
         meta.update(
             precision="int8",
-            quantization=f"onnxruntime static QDQ, per_channel={per_channel}, weights={weights}",
+            quantization=f"onnxruntime static QDQ, per_channel={per_channel}, weights={weights}"
+            + (f", {len(excluded)} early nodes in float" if excluded else ""),
             int8_scheme=weights,
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra_meta or {}).items()},
         )
         set_metadata(proto, meta)
         onnx.save(proto, str(tmp))
     return Path(out_path)
+
+
+def early_convolutions(model: Any) -> list[str]:
+    """Names of the Conv nodes whose input is above 1/4 of the network input's height, with the
+    Relu/Clip right after each (so that the int8 range is taken after the activation, not before).
+
+    MobileNetV2 at 64 px: the stem, block 0 and block 1's expansion and depthwise convolutions (5 of
+    52); ResNet-18: the stem only. Needs the shapes from ``quant_pre_process``; none known: none kept.
+    """
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    heights: dict[str, int] = {}
+    for info in [*graph.input, *graph.value_info]:
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[2].HasField("dim_value"):
+            heights[info.name] = dims[2].dim_value
+    top = heights.get(graph.input[0].name) if graph.input else None
+    if not top:
+        return []
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    names = []
+    for node in graph.node:
+        if node.op_type == "Conv" and heights.get(node.input[0], 0) * 4 > top:
+            names.append(node.name)
+            names += [c.name for c in consumers.get(node.output[0], []) if c.op_type in ("Relu", "Clip")]
+    return names
 
 
 class OrtModule(nn.Module):

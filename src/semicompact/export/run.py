@@ -36,6 +36,9 @@ def parse_formats(text: str) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
+HELD_OUT_IMAGES = 512  # unlabelled images the int8 candidates' agreement is measured on
+
+
 def check_batches(
     datamodule: Any, card: Any, images: list[Path] | None, n: int, seed: int = 0
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -111,11 +114,17 @@ def export_model(
     model, card = load_model(model_file)
     datamodule = load_data(run_dir, card, data, split, None, seed)
     batches = check_batches(datamodule, card, check_images, max_check, seed)
-    calib = None
+    calib = held_out = None
     if "onnx-int8" in formats:
         calib = numpy_batches(
             calibration_batches(datamodule, "--format onnx-int8", calibration, calib_images)
         )
+        if datamodule is not None and datamodule.manifest.unlabelled:
+            # the int8 candidates are judged on images the model did not fit (training images agree
+            # far more than new ones do); the unlabelled pool is never a test image
+            held_out = numpy_batches(
+                calibration_batches(datamodule, "--format onnx-int8", "unlabelled", HELD_OUT_IMAGES)
+            )
     results: dict[str, Any] = {}
     choice: dict[str, Any] | None = None
     out_path = Path(out)
@@ -140,6 +149,8 @@ def export_model(
                         per_channel=per_channel,
                         min_agreement=min_agreement,
                         threads=threads,
+                        agreement_batches=held_out,
+                        agreement_source="the run's unlabelled pool",
                     )
                 candidate = OrtModule(path)
             check = compare_predictions(model, candidate, batches, list(card.classes))

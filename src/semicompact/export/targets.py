@@ -13,6 +13,13 @@ runs:
   saturation at one bit less weight precision; ``u8u8`` is exact but slower.
 - ARM64 with the dot-product extension has ``sdot`` (s8 x s8) and ``udot`` (u8 x u8) kernels.
 
+Types are not the whole story for MobileNet-style networks: their first convolutions (few weights
+per channel, on the full- and half-resolution maps) lose the most in int8. ``int8-early-float``
+keeps the convolutions that read the input at more than a quarter of its resolution in float and
+calibrates the ranges with a moving average of the batch minima and maxima. Measured on a trained
+BloodMNIST MobileNetV2 (64 px, 3421 test images): top-1 agreement with fp32 92.7 % (plain ``int8``)
+-> 97.2 %, at the same speed within noise (224 px, 1 thread: 0.52x vs 0.50x onnxruntime fp32).
+
 Each target lists its candidate schemes, fastest expected first; ``export`` measures them on the
 calibration images when the target is the CPU that runs the command and keeps the fastest one
 whose agreement passes the gate (``export/int8.py``).
@@ -36,6 +43,8 @@ class Scheme:
     weights: str  # "uint8" | "int8"
     reduce_range: bool
     description: str
+    early_float: bool = False  # convolutions reading the input above 1/4 resolution stay float
+    moving_average: bool = False  # calibrate ranges on the moving average of batch min/max
 
 
 # Keys are the values of ``--int8-weights`` (kept from before targets existed) plus ``s8s8``.
@@ -48,6 +57,16 @@ SCHEMES: dict[str, Scheme] = {
         "int8-7bit", "uint8", "int8", True, "u8s8, 7-bit weights (reduce_range): fast on AVX2, no saturation"
     ),
     "s8s8": Scheme("s8s8", "int8", "int8", False, "s8s8: int8 activations too; sdot kernels on ARM64"),
+    "int8-early-float": Scheme(
+        "int8-early-float",
+        "uint8",
+        "int8",
+        False,
+        "u8s8 with the convolutions above 1/4 input resolution in float and moving-average ranges: "
+        "keeps MobileNet-style networks' predictions at about the same speed",
+        early_float=True,
+        moving_average=True,
+    ),
 }
 
 
@@ -61,12 +80,12 @@ class Target:
 TARGETS: dict[str, Target] = {
     "x86-amx": Target(
         "x86-amx",
-        ("int8", "s8s8"),
+        ("int8", "int8-early-float", "s8s8"),
         "AMX/VNNI multiply uint8 x int8 into int32: full 8-bit weights, no saturation, fastest kernels",
     ),
     "x86-vnni": Target(
         "x86-vnni",
-        ("int8", "s8s8"),
+        ("int8", "int8-early-float", "s8s8"),
         "VNNI multiplies uint8 x int8 into int32: full 8-bit weights, no saturation, fastest kernels",
     ),
     "x86-avx2": Target(
