@@ -156,15 +156,17 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
-    """``epochs`` in all: one head-only epoch, then the rest with every layer."""
-    return train_args(data, out, "--patience", "20", "--lr", "0.003", "--vflip", epochs=epochs - 1)
+    """``epochs`` in all: one head-only epoch, then the rest with every layer; with 4, the CLI twin
+    of ``cfg()`` (the ``trained`` run)."""
+    return train_args(data, out, "--patience", "10", "--lr", "0.003", "--vflip", epochs=epochs - 1)
 
 
-def test_resume_after_kill_9_matches_uninterrupted_run(cells_dir: Path, tmp_path: Path) -> None:
-    """kill -9 in the middle of training, --resume, and the result equals a run never interrupted."""
+def test_resume_after_kill_9_matches_uninterrupted_run(trained, cells_dir: Path, tmp_path: Path) -> None:
+    """kill -9 in the middle of training, --resume, and the result equals a run never interrupted
+    (the ``trained`` run: same settings, trained in this process)."""
     run = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "semicompact.cli.main", *_train_args(cells_dir, run, 5)],
+        [sys.executable, "-m", "semicompact.cli.main", *_train_args(cells_dir, run, 4)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -181,18 +183,18 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cells_dir: Path, tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run / "metrics.json").exists()
-    resumed = _cli(*_train_args(cells_dir, run, 5), "--resume")
+    resumed = _cli(*_train_args(cells_dir, run, 4), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    straight = _cli(*_train_args(cells_dir, tmp_path / "straight", 5))
-    assert straight.returncode == 0, straight.stderr
+    ours, theirs = (json.loads((d / "config.json").read_text()) for d in (run, trained.run_dir))
+    assert {k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)} == {"out"}
     a = json.loads((run / "metrics.json").read_text())
-    b = json.loads((tmp_path / "straight" / "metrics.json").read_text())
-    assert a["epochs_trained"] == b["epochs_trained"] == 5
+    b = json.loads((trained.run_dir / "metrics.json").read_text())
+    assert a["epochs_trained"] == b["epochs_trained"] == 4
     assert a["test"] == b["test"]
     from semicompact.evaluate.plots import read_epoch_metrics
 
     assert (run / "logs" / "resume-1" / "metrics.csv").is_file()  # the first part's log is kept
-    assert [e for e, _ in read_epoch_metrics(run / "logs")["val/macro_f1"]] == [0, 1, 2, 3, 4]
+    assert [e for e, _ in read_epoch_metrics(run / "logs")["val/macro_f1"]] == [0, 1, 2, 3]
 
 
 def test_ddp_two_cpu_processes(cells_dir: Path, tmp_path: Path) -> None:
@@ -207,7 +209,17 @@ def test_ddp_two_cpu_processes(cells_dir: Path, tmp_path: Path) -> None:
     assert metrics["cost"]["optimizer_steps"] == 192 // (2 * 32)
 
 
-def test_lr_finder_sets_rates_for_both_stages(cells_dir: Path, tmp_path: Path) -> None:
+def test_lr_finder_sets_rates_for_both_stages(cells_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from semicompact.training import run as run_mod
+    from semicompact.training.callbacks import TwoStageLRFinder
+
+    class ShortFinder(TwoStageLRFinder):
+        """30 range-test steps instead of 100: the test below checks the range test itself."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **{**kwargs, "steps": 30})
+
+    monkeypatch.setattr(run_mod, "TwoStageLRFinder", ShortFinder)
     # batch 16: enough batches for the range test, which cycles the small loader
     result = fit(cfg(cells_dir, tmp_path / "lr", head_epochs=1, epochs=1, lr_find=True, batch_size=16))
     found = result.metrics["lr_found"]
