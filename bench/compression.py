@@ -339,7 +339,8 @@ def runtime_table(run: dict[str, Any]) -> list[str]:
             "",
             "The runtime columns are new and **not yet measured** for this run: its profile predates "
             "interleaved timing and target-aware int8 types (milliseconds in brackets were timed one "
-            "runtime after the other; no ratio is drawn from them). Re-run the benchmark to fill them.",
+            "runtime after the other; no ratio is drawn from them). Re-run the benchmark to fill them "
+            "(the runs' weights are not committed: `bench/baselines.py` trains them again).",
         ]
     return lines
 
