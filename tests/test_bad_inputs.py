@@ -303,6 +303,32 @@ def test_a_folder_holding_only_a_failed_start_is_reused(
     assert "ghost" not in (out / "skipped_images.tsv").read_text()
 
 
+def test_a_folder_in_use_by_another_command_is_not_cleared(
+    capsys, tiny_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """A run in progress has no checkpoint before its first validation: it looks like a failed
+    start, but its folder is locked, so a second command is refused and nothing is cleared."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    shutil.copy(tiny_run / "config.json", out / "config.json")  # what a run writes at its start
+    hold = "import sys, time; from pathlib import Path; from semicompact.training.rundir import claim; "
+    hold += "claim(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        text = cli_error(capsys, "train", str(tiny_data), "--out", str(out), *FAST)
+        assert "is in use by another running semicompact command" in text and str(out) in text
+        assert (out / "config.json").read_bytes() == (tiny_run / "config.json").read_bytes()
+    finally:
+        holder.kill()
+        holder.wait()
+    code, _, err = run_cli(capsys, "train", str(tiny_data), "--out", str(out), *FAST)  # free again
+    assert code == 0, err
+
+
 def test_a_started_run_is_not_overwritten(capsys, tiny_run: Path, tiny_data: Path) -> None:
     text = cli_error(capsys, "train", str(tiny_data), "--out", str(tiny_run), *FAST)
     assert "already holds a run" in text and "--resume" in text

@@ -46,7 +46,15 @@ from .callbacks import (
 from .config import TrainConfig
 from .module import ClassifierModule
 from .progress import PlainProgress
-from .rundir import check_accelerator, check_checkpoint, check_reusable, clear_failed_start, with_resume_safe
+from .rundir import (
+    check_accelerator,
+    check_checkpoint,
+    check_reusable,
+    claim,
+    clear_failed_start,
+    release,
+    with_resume_safe,
+)
 
 console = Console(stderr=True)
 
@@ -162,6 +170,7 @@ def start_files(run_dir: Path, resume: bool, clear: bool) -> None:
     """Called once every input is checked: create the folder; ``clear`` removes a failed start's files."""
     if is_worker_process():
         return
+    claim(run_dir)  # before clearing: a run in progress has no checkpoint yet either
     if clear and not resume and clear_failed_start(run_dir):
         console.print(f"note: '{run_dir}' held only a failed start (no checkpoint); starting afresh")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -375,7 +384,9 @@ def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None
         **hooks.teacher_cost,
     }
     summary = {**hooks.summary, "schedule": schedule.to_dict()}
-    return finish_run(config, run_dir, trainer, module, datamodule, timer, schedule, summary, cost, started)
+    result = finish_run(config, run_dir, trainer, module, datamodule, timer, schedule, summary, cost, started)
+    release(run_dir)
+    return result
 
 
 def _supervised_module(

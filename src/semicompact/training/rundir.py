@@ -13,6 +13,7 @@ change how the run is shown or fed, never what it learns.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import pickle
 import shutil
@@ -38,6 +39,40 @@ START_FILES = (
     "schedule.json",
 )
 _PATH_OPTIONS = ("data", "unlabelled", "split", "weights")
+
+
+_HELD: dict[str, Any] = {}  # run folder -> the open lock file this process holds
+
+
+def claim(run_dir: Path) -> None:
+    """Lock the run folder for this process before anything in it is written or cleared.
+
+    A run has no checkpoint until its first validation, so without the lock a second command on
+    the same folder would take a run in progress for a failed start and clear it. The lock is an
+    ``fcntl`` lock on ``.lock``: the system drops it when the process ends, even after ``kill -9``.
+    """
+    key = str(run_dir.resolve())
+    if key in _HELD:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 (held open while the run lives)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"output folder '{run_dir}' is in use by another running semicompact command; "
+            "wait for it to finish or choose another --out"
+        ) from None
+    _HELD[key] = handle
+
+
+def release(run_dir: Path) -> None:
+    """Give the folder's lock back (the run is finished)."""
+    handle = _HELD.pop(str(run_dir.resolve()), None)
+    if handle is not None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def run_started(run_dir: Path) -> bool:
