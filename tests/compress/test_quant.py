@@ -103,6 +103,7 @@ def test_target_option_reaches_the_onnx_backend(capsys, run: Path, tmp_path: Pat
     choice = m["notes"]["int8_choice"]
     assert m["notes"]["target"] == choice["target"] == "x86-avx2"
     assert choice["target_how"].startswith("given; this CPU is")
+    assert choice["agreement_on"]["images"] == "the run's unlabelled pool"  # not the calibration images
     assert [c["scheme"] for c in choice["candidates"]] == list(TARGETS["x86-avx2"].candidates)
     assert (out / "model_int8.onnx").is_file()
 

@@ -24,6 +24,7 @@ from .quant_common import (
     calibration_batches,
     drop_unused_attributes,
     export_graph,
+    held_out_batches,
     no_inplace,
     numpy_batches,
     quiet_torchao,
@@ -110,6 +111,8 @@ class PostTrainingQuantization(Compressor):
                 calibrate_method=str(self.config["calibrate_method"]),
                 min_agreement=float(self.config["min_agreement"]),
                 option="--option target=",
+                agreement_batches=held_out_batches(ctx.datamodule, "ptq"),
+                agreement_source="the run's unlabelled pool",
             )
         notes = {
             "backend": "onnxruntime quantize_static QDQ",

@@ -61,6 +61,17 @@ def numpy_batches(batches: list[torch.Tensor]) -> list[np.ndarray]:
     return [b.numpy() for b in batches]
 
 
+HELD_OUT_IMAGES = 512
+
+
+def held_out_batches(dm: Any, method: str, n_images: int = HELD_OUT_IMAGES) -> list[np.ndarray] | None:
+    """Up to ``n_images`` of the run's unlabelled pool (None without one): the images int8 candidates
+    are judged on, since the training images the model fitted overstate its int8 agreement."""
+    if dm is None or not dm.manifest.unlabelled:
+        return None
+    return numpy_batches(calibration_batches(dm, method, "unlabelled", n_images))
+
+
 def no_inplace(model: nn.Module) -> nn.Module:
     """Turn off in-place activations (exported graphs with observers on in-place ops misbehave)."""
     for m in model.modules():

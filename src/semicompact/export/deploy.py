@@ -69,7 +69,7 @@ def build_variant(
     import tempfile
 
     from ..artifacts import load_model
-    from ..compress.quant_common import calibration_batches, numpy_batches
+    from ..compress.quant_common import calibration_batches, held_out_batches, numpy_batches
     from ..compress.run import evaluate_module, run_compression, test_entries
     from ..training.run import load_run_data
     from .int8 import choose_int8
@@ -104,7 +104,14 @@ def build_variant(
         folder.mkdir(parents=True, exist_ok=True)
         if variant.endswith("int8"):
             calib = numpy_batches(calibration_batches(dm, "deploy", "train", 256))
-            notes["int8_choice"] = choose_int8(fp32, path, calib, target=target)
+            notes["int8_choice"] = choose_int8(
+                fp32,
+                path,
+                calib,
+                target=target,
+                agreement_batches=held_out_batches(dm, "deploy"),
+                agreement_source="the run's unlabelled pool",
+            )
         else:
             with staged_file(path, ".onnx") as tmp:
                 shutil.copyfile(fp32, tmp)

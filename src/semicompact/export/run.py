@@ -36,9 +36,6 @@ def parse_formats(text: str) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-HELD_OUT_IMAGES = 512  # unlabelled images the int8 candidates' agreement is measured on
-
-
 def check_batches(
     datamodule: Any, card: Any, images: list[Path] | None, n: int, seed: int = 0
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -95,7 +92,7 @@ def export_model(
     images, else nothing is written (unless ``allow_disagreement``: written, and marked).
     """
     from ..artifacts import load_model
-    from ..compress.quant_common import calibration_batches, numpy_batches
+    from ..compress.quant_common import calibration_batches, held_out_batches, numpy_batches
     from ..compress.run import load_data, resolve_source, staged_output
     from .int8 import choose_int8
     from .onnx import OrtModule, export_onnx
@@ -119,12 +116,7 @@ def export_model(
         calib = numpy_batches(
             calibration_batches(datamodule, "--format onnx-int8", calibration, calib_images)
         )
-        if datamodule is not None and datamodule.manifest.unlabelled:
-            # the int8 candidates are judged on images the model did not fit (training images agree
-            # far more than new ones do); the unlabelled pool is never a test image
-            held_out = numpy_batches(
-                calibration_batches(datamodule, "--format onnx-int8", "unlabelled", HELD_OUT_IMAGES)
-            )
+        held_out = held_out_batches(datamodule, "--format onnx-int8")
     results: dict[str, Any] = {}
     choice: dict[str, Any] | None = None
     out_path = Path(out)
