@@ -45,7 +45,7 @@ class PostTrainingQuantization(Compressor):
         "calibrate_method": "minmax",  # onnx backend: minmax, entropy or percentile
         "int8_weights": DEFAULT_INT8_WEIGHTS,  # onnx: auto (from target) or a scheme of export.targets
         "target": "auto",  # onnx backend: the CPU the file is for (export.targets)
-        "min_agreement": 0.97,  # onnx backend: agreement a candidate must reach on the calibration images
+        "min_agreement": 0.97,  # onnx: candidate agreement (unlabelled pool, else calibration)
     }
 
     def compress(self, ctx: CompressionContext) -> CompressedModel:
