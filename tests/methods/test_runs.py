@@ -26,9 +26,25 @@ def _config(data: Path, out: Path, **kw) -> TrainConfig:
 TEACHER = {"teachers": "mobilenetv2_100", "max_unlabelled": 48, "inference_batch_size": 16}
 
 
-def test_self_training_writes_pseudo_labels_and_reuses_its_teacher(cells_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """TEACHER with one teacher cache for the module: the self-training tests train the teacher once."""
+    return {**TEACHER, "teacher_cache": str(tmp_path_factory.mktemp("teachers"))}
+
+
+@pytest.fixture(scope="module")
+def supervised(cells_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The supervised base on the official validation split: the KD teacher and the warm-start reference."""
+    return run_method(
+        "supervised", _config(cells_dir, tmp_path_factory.mktemp("base") / "supervised", val="official")
+    )
+
+
+def test_self_training_writes_pseudo_labels_and_reuses_its_teacher(
+    cells_dir: Path, tmp_path: Path, teachers: dict[str, str]
+) -> None:
     plain = run_method(
-        "plain_distillation", _config(cells_dir, tmp_path / "plain"), {**TEACHER, "confidence": 0.3}
+        "plain_distillation", _config(cells_dir, tmp_path / "plain"), {**teachers, "confidence": 0.3}
     )
     run = plain.run_dir
     rows = list(csv.DictReader((run / "pseudo_labels.csv").open()))
@@ -43,8 +59,8 @@ def test_self_training_writes_pseudo_labels_and_reuses_its_teacher(cells_dir: Pa
     entries = json.loads((run / "train_entries.json").read_text())
     # labelled (8 per class, 2 of them kept for validation) + confident pseudo-labelled
     assert len(entries) == 6 * 4 + summary["selected"]
-    teachers = list((tmp_path / "teachers").iterdir())
-    teacher_runs = [t for t in teachers if t.is_dir()]
+    cache = Path(teachers["teacher_cache"])
+    teacher_runs = [t for t in cache.iterdir() if t.is_dir()]
     assert len(teacher_runs) == 1
     stamp = (teacher_runs[0] / "metrics.json").stat().st_mtime_ns
 
@@ -52,26 +68,37 @@ def test_self_training_writes_pseudo_labels_and_reuses_its_teacher(cells_dir: Pa
     tta = run_method(
         "data_distillation",
         _config(cells_dir, tmp_path / "data"),
-        {**TEACHER, "transforms": "hflip,gamma:gamma=0.7", "labels": "soft", "balance": True},
+        {**teachers, "transforms": "hflip,gamma:gamma=0.7", "labels": "soft", "balance": True},
     )
     assert (teacher_runs[0] / "metrics.json").stat().st_mtime_ns == stamp
-    assert len([t for t in (tmp_path / "teachers").iterdir() if t.is_dir()]) == 1
+    assert len([t for t in cache.iterdir() if t.is_dir()]) == 1
     assert tta.metrics["pseudo_labels"]["transforms"] == ["hflip", "gamma"]
     assert tta.metrics["test"]["n"] == plain.metrics["test"]["n"]
 
 
-def test_self_training_says_when_no_pseudo_label_is_selected(cells_dir: Path, tmp_path: Path, capsys) -> None:
+def test_self_training_says_when_no_pseudo_label_is_selected(
+    cells_dir: Path, tmp_path: Path, capsys, teachers: dict[str, str]
+) -> None:
     none = run_method(
-        "plain_distillation", _config(cells_dir, tmp_path / "none"), {**TEACHER, "confidence": 1.0}
+        "plain_distillation", _config(cells_dir, tmp_path / "none"), {**teachers, "confidence": 1.0}
     )
     assert none.metrics["pseudo_labels"]["selected"] == 0
     assert "no unlabelled image reached confidence 1.0" in " ".join(capsys.readouterr().err.split())
 
 
-def test_a_run_is_repeatable_from_its_seed(cells_dir: Path, tmp_path: Path) -> None:
-    options = {"mu": 2, "max_unlabelled": 32}
-    a = run_method("fixmatch", _config(cells_dir, tmp_path / "a", epochs=1), options)
-    b = run_method("fixmatch", _config(cells_dir, tmp_path / "b", epochs=1), options)
+FIXMATCH = {"mu": 2, "max_unlabelled": 32}
+
+
+@pytest.fixture(scope="module")
+def fixmatch(cells_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A FixMatch run in this process; ``_ssl_cmd`` is its command-line twin."""
+    out = tmp_path_factory.mktemp("fixmatch") / "a"
+    return run_method("fixmatch", _config(cells_dir, out, epochs=2, batch_size=8), FIXMATCH)
+
+
+def test_a_run_is_repeatable_from_its_seed(cells_dir: Path, tmp_path: Path, fixmatch) -> None:
+    a = fixmatch
+    b = run_method("fixmatch", _config(cells_dir, tmp_path / "b", epochs=2, batch_size=8), FIXMATCH)
     assert a.metrics["test"]["confusion_matrix"] == b.metrics["test"]["confusion_matrix"]
     assert a.metrics["test"]["macro_f1"] == b.metrics["test"]["macro_f1"]
 
@@ -157,15 +184,16 @@ def _ssl_cmd(data: Path, out: Path, *extra: str) -> list[str]:
         sys.executable, "-m", "semicompact.cli.main", "ssl", str(data), "--out", str(out),
         "--method", "fixmatch", "--model", "mobilenetv2_100", "--small-input", "--pretrained",
         "--image-size", "32", "--n-labelled", "8",
-        "--head-epochs", "1", "--epochs", "3", "--batch-size", "8", "--no-progress", "--no-tensorboard",
+        "--head-epochs", "1", "--epochs", "2", "--batch-size", "8", "--no-progress", "--no-tensorboard",
         "--option", "mu=2", "--option", "max_unlabelled=32", *extra,
     ]  # fmt: skip
 
 
-def test_fixmatch_resumes_after_kill_with_the_same_result(cells_dir: Path, tmp_path: Path) -> None:
+def test_fixmatch_resumes_after_kill_with_the_same_result(cells_dir: Path, tmp_path: Path, fixmatch) -> None:
+    """kill -9 after the first checkpoint, --resume: the result equals the run never interrupted
+    (``fixmatch``, the same settings in this process)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    whole = tmp_path / "whole"
-    subprocess.run(_ssl_cmd(cells_dir, whole), check=True, env=env, capture_output=True)
+    whole = fixmatch.run_dir
     cut = tmp_path / "cut"
     proc = subprocess.Popen(
         _ssl_cmd(cells_dir, cut), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -177,6 +205,10 @@ def test_fixmatch_resumes_after_kill_with_the_same_result(cells_dir: Path, tmp_p
     proc.wait()
     assert not (cut / "metrics.json").exists(), "the run finished before it could be interrupted"
     subprocess.run(_ssl_cmd(cells_dir, cut, "--resume"), check=True, env=env, capture_output=True)
+    ours, theirs = (json.loads((d / "config.json").read_text()) for d in (cut, whole))
+    assert {k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)} == {"out"}
+    ours, theirs = (json.loads((d / "method.json").read_text()) for d in (cut, whole))
+    assert (ours["method"], ours["options"]) == (theirs["method"], theirs["options"])
     a = json.loads((whole / "metrics.json").read_text())["test"]
     b = json.loads((cut / "metrics.json").read_text())["test"]
     assert a["confusion_matrix"] == b["confusion_matrix"]
@@ -184,17 +216,17 @@ def test_fixmatch_resumes_after_kill_with_the_same_result(cells_dir: Path, tmp_p
 
 
 def test_kd_trains_from_a_finished_teacher_run_and_reloads_its_checkpoint(
-    cells_dir: Path, tmp_path: Path
+    cells_dir: Path, tmp_path: Path, supervised
 ) -> None:
-    teacher = run_method("supervised", _config(cells_dir, tmp_path / "teacher", epochs=1))
+    teacher = supervised
     student = run_method(
         "kd",
-        _config(cells_dir, tmp_path / "kd", epochs=1),
+        _config(cells_dir, tmp_path / "kd", epochs=1, val="official"),
         {"teacher_runs": str(teacher.run_dir), "unlabelled": True, "mu": 1, "max_unlabelled": 16},
     )  # the best checkpoint is reloaded with weights_only=True: teachers must not be pickled into it
     assert student.metrics["test"]["n"] == teacher.metrics["test"]["n"]
     assert student.metrics["teachers"] == [str(teacher.run_dir)]
-    other = _config(cells_dir, tmp_path / "other-split", epochs=1, seed=1)
+    other = _config(cells_dir, tmp_path / "other-split", epochs=1, seed=1, val="official")
     from semicompact.errors import ConfigError
 
     with pytest.raises(ConfigError, match="was trained on another split"):
@@ -207,10 +239,10 @@ def _first_val_loss(run_dir: Path) -> float:
 
 
 def test_warm_start_begins_from_the_supervised_model_of_the_same_network(
-    cells_dir: Path, tmp_path: Path
+    cells_dir: Path, tmp_path: Path, supervised
 ) -> None:
     # the official validation split (10 % of train, 24 images) makes the loss comparison below stable
-    base = run_method("supervised", _config(cells_dir, tmp_path / "supervised", val="official"))
+    base = supervised
     options = {"mu": 1, "max_unlabelled": 32}
     cold = run_method("mixmatch", _config(cells_dir, tmp_path / "cold", val="official"), options)
     warm = run_method(
