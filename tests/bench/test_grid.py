@@ -77,7 +77,8 @@ def test_runs_skips_and_resumes(tmp_path: Path) -> None:
     recipe = load_recipe(recipe_file(tmp_path))
     out = tmp_path / "out"
     CALLS.clear()
-    summary = run_grid(recipe, out, console=quiet())
+    # jobs=1: the thread count must not follow other bench processes that run on this machine meanwhile
+    summary = run_grid(recipe, out, console=quiet(), jobs=1)
     assert (summary.total, summary.done, summary.skipped, summary.failed) == (8, 8, 0, [])
     assert len(CALLS) == 8 and not any(resume for _, resume in CALLS)
     result = json.loads((out / "runs" / "d__resnet18__fake_plus__s1" / RESULT).read_text())
