@@ -47,7 +47,7 @@ def tiny_recipe(folder: Path, cells: Path) -> Path:
 def bench(recipe: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "semicompact.cli.main", "bench", str(recipe), "--out", str(out)]
-    cmd.append("--no-report")
+    cmd += ["--no-report", "--threads", "1"]  # bit-exact resumption needs the same thread count
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
@@ -85,9 +85,9 @@ def test_kill_9_and_rerun_equals_an_uninterrupted_grid(cells_dir: Path, tmp_path
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # like OMP_NUM_THREADS=1 in the subprocess; the machine is shared
     try:
-        again = run_grid(recipe_obj, out, console=Console(file=io.StringIO()))
+        again = run_grid(recipe_obj, out, console=Console(file=io.StringIO()), threads=1)
         straight = tmp_path / "straight"
-        clean = run_grid(recipe_obj, straight, console=Console(file=io.StringIO()))
+        clean = run_grid(recipe_obj, straight, console=Console(file=io.StringIO()), threads=1)
     finally:
         torch.set_num_threads(threads)
     assert (again.skipped, again.done, again.failed) == (len(finished), 2 - len(finished), [])

@@ -24,7 +24,7 @@ def folder_dm(make_folder, tmp_path: Path) -> SemiCompactDataModule:
     root = make_folder({"train": {"a": 12, "b": 8}, "test": {"a": 2, "b": 2}}, unlabelled=4)
     (root / "train" / "a" / "img_003.png").write_text("this is not a png")  # one broken image
     src = open_source(root)
-    manifest = make_split(src, n_labelled=6, val_fraction=0.2, seed=0)
+    manifest = make_split(src, n_labelled=6, val_fraction=0.2, seed=0, val="official")
     return SemiCompactDataModule(src, manifest, image_size=16, batch_size=4, skip_log=tmp_path / "skips.tsv")
 
 
@@ -93,7 +93,7 @@ def test_small_labelled_set_keeps_last_batch(make_folder) -> None:
     root = make_folder({"train": {"a": 4, "b": 4}})
     src = open_source(root)
     dm = SemiCompactDataModule(
-        src, make_split(src, n_labelled=3, val_fraction=0.0), image_size=8, batch_size=32
+        src, make_split(src, n_labelled=3, val_fraction=0.0, val="official"), image_size=8, batch_size=32
     )
     batches = _all_batches(dm.train_dataloader())
     assert len(batches) == 1 and len(batches[0][1]) == 6
@@ -206,7 +206,7 @@ def test_epoch_length_labelled_keeps_steps_independent_of_the_pool(make_folder, 
 
     root = make_folder({"train": {"a": 12, "b": 8}, "test": {"a": 2, "b": 2}}, unlabelled=40)
     src = open_source(root)
-    manifest = make_split(src, n_labelled=6, val_fraction=0.2, seed=0)
+    manifest = make_split(src, n_labelled=6, val_fraction=0.2, seed=0, val="official")
     dm = LabelledUnlabelledDataModule(
         src, manifest, image_size=16, batch_size=4, mu=1, epoch_length=epoch_length
     )
