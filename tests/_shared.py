@@ -19,6 +19,15 @@ def shared_dir() -> Path:
     return Path(os.environ.get("SEMICOMPACT_SHARED", REPO.parent / "shared"))
 
 
+def user_env() -> dict[str, str]:
+    """The environment a user's command would get: without the one-thread default of conftest.py
+    (for the tests that time a whole command, such as the demo)."""
+    env = dict(os.environ)
+    if env.pop("SEMICOMPACT_TESTS_SET_OMP", None):
+        env.pop("OMP_NUM_THREADS", None)
+    return env
+
+
 def require_shared(*parts: str) -> Path:
     path = shared_dir().joinpath(*parts)
     if not path.exists():

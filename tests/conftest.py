@@ -10,6 +10,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub in tests
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# One torch thread per process (this one and the CLI subprocesses), unless OMP_NUM_THREADS is set:
+# the tests are small, and on a busy 2-core machine two threads made them about 3x slower
+# (OpenMP threads wait for each other); measured 2026-12-03, 876 s against 310 s on the same tests.
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["SEMICOMPACT_TESTS_SET_OMP"] = "1"  # _shared.user_env() gives commands the default back
+    if "torch" in sys.modules:  # imported before this file by a plugin: apply it now
+        sys.modules["torch"].set_num_threads(1)
 
 SLOW_HOW = "slow test, not in the default run: run it with --runslow, SEMICOMPACT_SLOW=1 or CI=true"
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _shared import require_shared
+from _shared import require_shared, user_env
 
 from semicompact.data import make_split, open_source
 from semicompact.training import TrainConfig, fit
@@ -70,6 +70,7 @@ def test_demo_runs_end_to_end_in_under_ten_minutes(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=900,
+        env=user_env(),  # the threads a user gets, not the tests' one-thread default
     )
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr[-2000:]
