@@ -114,7 +114,7 @@ def test_mixmatch_ramp_is_a_fraction_of_the_run() -> None:
     from semicompact.methods.mixmatch import PUBLISHED_RAMPUP_FRACTION, MixMatchModule
     from semicompact.models import create_model
 
-    module = MixMatchModule(create_model("resnet18", 2), ["a", "b"], head_steps=0)
+    module = MixMatchModule(create_model("resnet18", 2), ["a", "b"], head_steps=0, rampup=None)
     module._total_steps = 2**20  # a run of the published length: the published 16384-step ramp
     module.body_steps = lambda: 8192  # type: ignore[method-assign]
     assert PUBLISHED_RAMPUP_FRACTION * 2**20 == 16384

@@ -36,7 +36,7 @@ def test_paper_defaults() -> None:
     assert (fm["threshold"], fm["mu"], fm["lambda_u"]) == (0.95, 7, 1.0)
     mm = get_method("mixmatch").config
     assert (mm["k"], mm["temperature"], mm["alpha"]) == (2, 0.5, 0.75)
-    assert (mm["lambda_u"], mm["rampup"], mm["clip_rampup"]) == (75.0, None, False)
+    assert (mm["lambda_u"], mm["rampup"], mm["clip_rampup"]) == (75.0, 16384, False)
     assert mm["rampup_fraction"] * 2**20 == 16384  # the published ramp, as a share of the run
 
 
@@ -88,12 +88,12 @@ def test_collapse_guard_flags_one_class_and_chance_but_not_a_working_model() -> 
 @pytest.mark.parametrize(
     ("rampup", "clip", "done", "total", "expected"),
     [
-        (None, False, 75, 640, 75.0),  # default: the ramp is 1/64 of the run (10 of 640 steps)
+        (None, False, 75, 640, 75.0),  # rampup null: the ramp is 1/64 of the run (10 of 640 steps)
         (None, False, 5, 640, 37.5),
         (None, False, 8192, 2**20, 37.5),  # a run of the published length: the published ramp
         (16384, True, 75, 150, 37.5),  # a fixed ramp, clipped: it spans the short run
         (16384, True, 150, 150, 75.0),
-        (16384, False, 150, 150, 75.0 * 150 / 16384),  # a fixed ramp unclipped: barely started
+        (16384, False, 150, 150, 75.0 * 150 / 16384),  # the default fixed ramp: barely started
         (16384, True, 8192, 10**6, 37.5),  # a long run: the 16384-step ramp, unchanged
         (16384, True, 20000, 10**6, 75.0),
     ],
