@@ -87,7 +87,9 @@ def test_runs_skips_and_resumes(tmp_path: Path) -> None:
     # what the numbers depend on besides the recipe: the runs of a study must share one environment
     env = result["environment"]
     assert env["packages"]["torch"] == torch.__version__.split("+")[0]
-    assert env["packages"]["timm"] == timm.__version__ and env["torch_threads"] == torch.get_num_threads()
+    # the thread count is recorded; its value follows the plan and the measurements in between
+    # (efficiency timing runs on one thread), which differ between a quiet and a busy machine
+    assert env["packages"]["timm"] == timm.__version__ and int(env["torch_threads"]) >= 1
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
     CALLS.clear()
