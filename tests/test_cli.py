@@ -55,6 +55,21 @@ def test_split_writes_a_manifest(capsys, cells_dir: Path, tmp_path: Path) -> Non
     assert "labelled" in out and "manifest written" in out
 
 
+def test_split_never_overwrites_a_manifest_silently(capsys, cells_dir: Path, tmp_path: Path) -> None:
+    from _shared import cli_error
+
+    out_file = tmp_path / "split.json"
+    out_file.write_text("{}")
+    text = cli_error(capsys, "split", str(cells_dir), "--out", str(out_file))
+    assert text == (
+        f"error: --out '{out_file}' already exists (a split runs may depend on): "
+        "pass --force to replace it or choose another --out"
+    )
+    assert out_file.read_text() == "{}"
+    code, _, _ = run_cli(capsys, "split", str(cells_dir), "--out", str(out_file), "--force")
+    assert code == 0 and json.loads(out_file.read_text())["seed"] == 0
+
+
 @pytest.fixture(scope="module")
 def cli_run(cells_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("clirun") / "run"

@@ -369,6 +369,7 @@ def split_cmd(
             "every --seed, so that seeds are scored on the same images."
         ),
     ] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """Make the paper's split: 75/25 train/test (when DATA has no test), N labelled per class, the rest unlabelled.
 
@@ -376,6 +377,11 @@ def split_cmd(
 
     Example: semicompact split bloodmnist.npz --n-labelled 75 --seed 0 --out blood_split.json
     """
+    if out_file.exists() and not force:
+        raise ConfigError(
+            f"--out '{out_file}' already exists (a split runs may depend on): "
+            "pass --force to replace it or choose another --out"
+        )
     from ..data import make_split, open_source
 
     if n_labelled < 1:
