@@ -59,15 +59,26 @@ def _version(name: str) -> str | None:
 
 
 @functools.cache
-def environment() -> dict[str, Any]:
-    """Python, platform, CPU, torch threads and the versions of the libraries that shape a run."""
-    import torch
-
+def _static_environment() -> dict[str, Any]:
+    """What cannot change while the process runs (looked up once: package metadata is slow)."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu(),
         "cpu_capability": _cpu_capability(),
-        "torch_threads": torch.get_num_threads(),
         "packages": {name: _version(name) for name in PACKAGES},
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform, CPU, torch threads and the versions of the libraries that shape a run.
+
+    The thread count is read at each call: the grid changes it between runs."""
+    import torch
+
+    static = _static_environment()
+    return {
+        **{k: v for k, v in static.items() if k != "packages"},
+        "torch_threads": torch.get_num_threads(),
+        "packages": dict(static["packages"]),
     }
