@@ -77,8 +77,5 @@ def environment() -> dict[str, Any]:
     import torch
 
     static = _static_environment()
-    return {
-        **{k: v for k, v in static.items() if k != "packages"},
-        "torch_threads": torch.get_num_threads(),
-        "packages": dict(static["packages"]),
-    }
+    # a copy: callers store it, and the cached dict must not change under them
+    return {**static, "packages": dict(static["packages"]), "torch_threads": torch.get_num_threads()}
