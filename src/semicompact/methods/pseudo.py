@@ -20,6 +20,7 @@ import torch
 
 from ..data import SemiCompactDataModule
 from ..data.datasets import read_skip_log
+from ..errors import ConfigError
 from ..io import atomic_open, write_json
 from ..models import Classifier
 
@@ -41,27 +42,55 @@ class PseudoLabels:
     def labels(self) -> torch.Tensor:
         return self.probs.argmax(dim=1)
 
-    def select(self, threshold: float, balance: bool = False) -> list[int]:
+    def select(
+        self, threshold: float, balance: bool | str = False, prior: torch.Tensor | None = None
+    ) -> list[int]:
         """Indices of the images kept: confidence >= threshold, optionally class-balanced.
 
-        Balanced selection caps each class at the median per-class count of the confident images,
-        keeping the most confident ones, so that an easy majority class cannot swamp the student
-        while rare classes keep every confident image they have.
+        ``balance`` (see :func:`balance_mode`): ``median`` caps each class at the median per-class
+        count of the confident images, keeping the most confident ones, so that an easy majority
+        class cannot swamp the student while rare classes keep every confident image they have;
+        ``quota`` keeps at most :func:`class_quotas` images of each predicted class (the most
+        confident), quotas proportional to ``prior``. ``align`` changes the probabilities, not the
+        selection: use :func:`select_pseudo`, which aligns first.
         """
+        mode = balance_mode(balance)
+        if mode == "align":
+            raise ValueError("balance 'align' changes the probabilities: use select_pseudo()")
         conf, labels = self.confidence, self.labels
         keep = [i for i in range(len(self.refs)) if float(conf[i]) >= threshold]
-        if not balance or not keep:
+        if mode == "none" or not keep:
             return keep
         by_class: dict[int, list[int]] = {}
         for i in keep:
             by_class.setdefault(int(labels[i]), []).append(i)
-        counts = sorted(len(v) for v in by_class.values())
-        cap = counts[len(counts) // 2]
+        if mode == "median":
+            counts = sorted(len(v) for v in by_class.values())
+            caps = dict.fromkeys(by_class, counts[len(counts) // 2])
+        else:
+            if prior is None:
+                raise ValueError("balance 'quota' needs the labelled class prior")
+            quotas = class_quotas(len(keep), prior)
+            caps = {c: quotas[c] for c in by_class}
         chosen: list[int] = []
-        for members in by_class.values():
+        for c, members in by_class.items():
             members.sort(key=lambda i: -float(conf[i]))
-            chosen += members[:cap]
+            chosen += members[: caps[c]]
         return sorted(chosen)
+
+    def aligned(self, prior: torch.Tensor) -> PseudoLabels:
+        """Distribution alignment (ReMixMatch, Berthelot et al. 2020): ``p * prior / mean_pred``,
+        renormalised per image, with ``mean_pred`` the mean probability over this pool.
+
+        A teacher trained on few labels leans towards the classes it finds easy; alignment pulls
+        the pool's mean prediction to the labelled class distribution before the threshold, so a
+        rare class's images can reach it and a favoured class's doubtful ones fall below it.
+        """
+        prior = prior.to(self.probs.dtype)
+        mean = self.probs.mean(dim=0).clamp_min(1e-12)
+        p = self.probs * prior / mean
+        p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return PseudoLabels(list(self.refs), p, list(self.true), list(self.classes))
 
     def summary(self, selected: list[int], threshold: float) -> dict[str, Any]:
         """Counts per class and, where the true labels are known, the accuracy of the pseudo-labels."""
@@ -103,6 +132,73 @@ class PseudoLabels:
             )
         with atomic_open(path, "w") as fh:
             fh.write(buffer.getvalue())
+
+
+#: class balancing of the selected pseudo-labels (option ``balance``); true / false are the older
+#: spellings of median / none
+BALANCE_MODES = ("none", "median", "quota", "align")
+
+
+def balance_mode(value: Any, method: str | None = None) -> str:
+    """The option ``balance`` as one of :data:`BALANCE_MODES` (``true`` = median, ``false`` = none)."""
+    if value is True:
+        return "median"
+    if value is False:
+        return "none"
+    if isinstance(value, str) and value in BALANCE_MODES:
+        return value
+    where = f"--method {method}: " if method else ""
+    raise ConfigError(
+        f"{where}option balance must be one of {', '.join(BALANCE_MODES)} "
+        f"(true = median, false = none), got '{value}'"
+    )
+
+
+def labelled_prior(labelled: list[list[Any]], k: int) -> torch.Tensor:
+    """The class distribution of the labelled training images (uniform when there are none)."""
+    counts = torch.zeros(k, dtype=torch.float64)
+    for _, label in labelled:
+        counts[int(label)] += 1
+    if counts.sum() <= 0:
+        return torch.full((k,), 1.0 / k, dtype=torch.float64)
+    return counts / counts.sum()
+
+
+def class_quotas(total: int, prior: torch.Tensor) -> list[int]:
+    """Per-class quotas ``round(total * prior_c)`` (halves rounded up).
+
+    Proportional to the labelled class prior; under the paper's protocol (the same number of labels
+    per class) that prior is uniform, which gives Noisy Student's equal top-K per class.
+    """
+    return [math.floor(total * float(v) + 0.5 + 1e-9) for v in prior]  # 1e-9: float noise at halves
+
+
+def fill_quotas(pseudo: PseudoLabels, selected: list[int], quotas: list[int]) -> list[int]:
+    """Noisy Student's balancing of rare classes: a class with fewer selected images than its quota
+    gets its images repeated (most confident first, cyclically) up to the quota. Classes with no
+    selected image stay empty. Returns indices with repeats, sorted."""
+    conf, labels = pseudo.confidence, pseudo.labels
+    by_class: dict[int, list[int]] = {}
+    for i in selected:
+        by_class.setdefault(int(labels[i]), []).append(i)
+    out = list(selected)
+    for c, members in by_class.items():
+        members.sort(key=lambda i: -float(conf[i]))
+        missing = quotas[c] - len(members)
+        out += [members[j % len(members)] for j in range(max(0, missing))]
+    return sorted(out)
+
+
+def select_pseudo(
+    pseudo: PseudoLabels, threshold: float, balance: Any, prior: torch.Tensor
+) -> tuple[PseudoLabels, list[int]]:
+    """The pseudo-labels the student learns from and the indices kept, for any ``balance`` mode
+    (``align`` returns the aligned probabilities: their argmax and distribution are the targets)."""
+    mode = balance_mode(balance)
+    if mode == "align":
+        pseudo = pseudo.aligned(prior)
+        mode = "none"
+    return pseudo, pseudo.select(threshold, mode, prior)
 
 
 def subsample_pool(entries: list[list[Any]], limit: int | None, seed: int) -> list[list[Any]]:

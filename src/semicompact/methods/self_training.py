@@ -39,8 +39,18 @@ from ..training.rundir import check_accelerator, check_reusable, with_resume_saf
 from ._options import as_list, number
 from .base import Method, register_method
 from .losses import coded_targets
-from .pseudo import PseudoLabels, ensemble_predict, fit_temperature, subsample_pool, teacher_weights
+from .pseudo import (
+    PseudoLabels,
+    balance_mode,
+    ensemble_predict,
+    fit_temperature,
+    labelled_prior,
+    select_pseudo,
+    subsample_pool,
+    teacher_weights,
+)
 from .teachers import load_teachers, runs_cost, train_teachers
+from .views import check_transforms, is_auto, run_transforms, select_views
 
 console = Console(stderr=True)
 
@@ -188,7 +198,8 @@ def prepare_teachers(
         split,
         teacher_cache(run_dir, c["teacher_cache"]),
         weights=as_list(c["teacher_weights"]) or None,
-        pretrained=bool(c["teacher_pretrained"]),
+        # None: as the student (Noisy Student's default teacher is the student's own supervised model)
+        pretrained=None if c["teacher_pretrained"] is None else bool(c["teacher_pretrained"]),
         epochs=c["teacher_epochs"],
         image_size=c["teacher_image_size"],
     )
@@ -199,6 +210,8 @@ class SelfTraining(Method):
     options: ClassVar[dict[str, Any]] = {
         **TEACHER_OPTIONS,
         "transforms": [],
+        # transforms: auto keeps the candidates that do not lower the teachers' validation accuracy
+        "auto_candidates": None,
         "confidence": 0.8,
         "labels": "hard",
         "balance": False,
@@ -222,29 +235,51 @@ class SelfTraining(Method):
             )
         if int(c["rounds"]) < 1:
             raise ConfigError(f"--method {self.name}: option rounds must be at least 1, got {c['rounds']}")
-        build_tta(as_list(c["transforms"]))  # unknown names fail here, before any training
+        balance_mode(c["balance"], self.name)
+        check_transforms(self.name, c)  # unknown names fail here, before any training
 
     def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
         self.validate()
         run_dir, train, split = start_run(self, train, resume)
         c = self.config
         teacher_dirs = prepare_teachers(self.name, c, train, run_dir, split)
-        transforms = build_tta(as_list(c["transforms"]))
+        transforms = run_transforms(c, train.invariances)  # the declared flips only; auto: candidates
         rounds = int(c["rounds"])
         result: RunResult | None = None
+        earlier: list[dict[str, Any]] = []
         for r in range(1, rounds + 1):
             last = r == rounds
             out = run_dir if last else run_dir / "rounds" / f"round-{r}"
             student = replace(train, out=str(out), split=str(split))
             result = self._round(
-                student, teacher_dirs, transforms, out, resume or (out / "config.json").is_file()
+                student, teacher_dirs, transforms, out, resume or (out / "config.json").is_file(), earlier
             )
             teacher_dirs = [out]  # the student becomes the next round's teacher
+            earlier.append(round_cost(r, out, result.metrics.get("cost") or {}))
         assert result is not None
         return result
 
+    def select_pseudo(
+        self, pseudo: PseudoLabels, prior: torch.Tensor
+    ) -> tuple[PseudoLabels, list[int], dict[str, Any]]:
+        """The pseudo-labels the student learns from, the indices it trains on (repeats allowed)
+        and extra summary fields; Noisy Student adds its duplication of rare classes."""
+        c = self.config
+        pseudo, selected = select_pseudo(pseudo, float(c["confidence"]), c["balance"], prior)
+        return pseudo, selected, {}
+
+    def student_hooks(self, hooks: FitHooks, student: TrainConfig) -> FitHooks:
+        """How the student trains; Noisy Student adds its noise here. Unchanged for the paper's methods."""
+        return hooks
+
     def _round(
-        self, student: TrainConfig, teacher_dirs: list[Path], transforms: list[Any], out: Path, resume: bool
+        self,
+        student: TrainConfig,
+        teacher_dirs: list[Path],
+        transforms: list[Any],
+        out: Path,
+        resume: bool,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> RunResult:
         c = self.config
         source = open_source(student.data, unlabelled=student.unlabelled, class_names=student.class_names)
@@ -255,6 +290,9 @@ class SelfTraining(Method):
             stored = torch.load(cache, map_location="cpu", weights_only=True)
             pseudo = PseudoLabels(stored["refs"], stored["probs"], stored["true"], manifest.classes)
             teacher_checks = stored.get("teacher_checks", [])
+            view_choice = stored.get("view_selection")
+            if view_choice is not None:
+                transforms = build_tta(view_choice["chosen"])
         else:
             dm = SemiCompactDataModule(
                 source,
@@ -276,6 +314,9 @@ class SelfTraining(Method):
             checks = [_val_check(m, size, dm, device) for m, size in teachers]
             teacher_checks = [{"temperature": t, "val_macro_f1": f1} for t, f1 in checks]
             temperatures = [t for t, _ in checks] if c["calibrate"] else None
+            view_choice = None
+            if is_auto(c):
+                transforms, view_choice = select_views(teachers, dm, transforms, device)
             weights = None
             if c["ensemble"] == "weighted" and len(teachers) > 1:
                 weights = teacher_weights([f1 for _, f1 in checks], len(manifest.classes))
@@ -292,20 +333,27 @@ class SelfTraining(Method):
                     "probs": pseudo.probs,
                     "true": pseudo.true,
                     "teacher_checks": teacher_checks,
+                    "view_selection": view_choice,
                 }
                 _atomic_torch_save(buffer, cache)
         threshold = float(c["confidence"])
-        selected = pseudo.select(threshold, balance=bool(c["balance"]))
-        summary = pseudo.summary(selected, threshold)
+        prior = labelled_prior(manifest.labelled, len(manifest.classes))
+        pseudo, selected, extra = self.select_pseudo(pseudo, prior)
+        unique = sorted(set(selected))
+        summary = pseudo.summary(unique, threshold)
+        summary["balance"] = balance_mode(c["balance"])
+        summary.update(extra)
         summary["teachers"] = [str(d) for d in teacher_dirs]
         summary["transforms"] = [t.name for t in transforms]
         summary["teacher_checks"] = teacher_checks
+        if view_choice is not None:
+            summary["view_selection"] = view_choice
         if not is_worker_process():
-            pseudo.write(out / "pseudo_labels.csv", selected)
+            pseudo.write(out / "pseudo_labels.csv", unique)
             write_json(out / "pseudo_summary.json", summary)
         acc = summary["accuracy_selected"]
         console.print(
-            f"pseudo-labels: {len(selected)}/{len(pseudo.refs)} images at confidence >= {threshold}"
+            f"pseudo-labels: {len(unique)}/{len(pseudo.refs)} images at confidence >= {threshold}"
             + (f", {100 * acc:.1f}% correct where known" if acc is not None else "")
         )
         if not selected and pseudo.refs:
@@ -327,9 +375,29 @@ class SelfTraining(Method):
         views = max(1, len(transforms)) * len(teacher_dirs)
         hooks.teacher_cost = {
             **runs_cost(teacher_dirs),
-            "teacher_inference_images_seen": len(pseudo.refs) * views,
+            "teacher_inference_images_seen": len(pseudo.refs) * views
+            + int((view_choice or {}).get("inference_images", 0)),
         }
+        if earlier:  # later rounds: the earlier rounds' own cost, one entry each
+            hooks.teacher_cost["rounds"] = list(earlier)
+            hooks.teacher_cost["earlier_rounds_steps"] = sum(int(e["optimizer_steps"] or 0) for e in earlier)
+        hooks = self.student_hooks(hooks, student)
         return fit(student, resume=resume and (out / "config.json").is_file(), hooks=hooks)
+
+
+#: what each earlier round of a multi-round run cost, recorded in the last round's ``cost.rounds``
+ROUND_COST_KEYS = (
+    "optimizer_steps",
+    "labelled_images_seen",
+    "unlabelled_images_seen",
+    "teacher_inference_images_seen",
+    "wall_time_s",
+)
+
+
+def round_cost(r: int, out: Path, cost: dict[str, Any]) -> dict[str, Any]:
+    """One earlier round's own cost (its steps are also inside the next round's ``teacher_steps``)."""
+    return {"round": r, "run_dir": str(out), **{k: cost.get(k) for k in ROUND_COST_KEYS}}
 
 
 def student_targets(
