@@ -161,6 +161,14 @@ def train(
     vflip: Annotated[
         bool, typer.Option(help="Also flip vertically (orientation-free images such as cells).")
     ] = False,
+    invariances: Annotated[
+        str | None,
+        typer.Option(
+            help="Flips/turns that keep the label, e.g. hflip,vflip,rot90 (names: hflip, vflip, rot90, "
+            "rot180, or none): augmentation, SSL views and test-time views use only these. "
+            "Default: left-right flips (+ --vflip), test-time views as given."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     devices: Annotated[int, typer.Option(help="Devices (GPUs, or CPU processes) for DDP.")] = 1,
     num_nodes: Annotated[int, typer.Option(help="Machines for multi-node DDP.")] = 1,

@@ -64,6 +64,7 @@ class SemiCompactDataModule(L.LightningDataModule):
         augment: str = "standard",
         vflip: bool = False,
         seed: int = 0,
+        invariances: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -84,7 +85,7 @@ class SemiCompactDataModule(L.LightningDataModule):
             # created only when an image is actually skipped
             skip_log = Path(tempfile.gettempdir()) / f"semicompact-skips-{uuid.uuid4().hex}.tsv"
         self.skip_log = Path(skip_log)
-        self.augment = build_augmentation(augment, vflip=vflip)
+        self.augment = build_augmentation(augment, vflip=vflip, invariances=invariances)
 
     # ------------------------------------------------------------------------------------ helpers
     @property

@@ -14,7 +14,7 @@ images without an up direction (microscopy, dermoscopy).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import kornia.augmentation as K
 import kornia.enhance as KE
@@ -23,6 +23,7 @@ import torch
 from kornia.color import rgb_to_grayscale
 from torch import nn
 
+from semicompact.data.invariances import effective, random_symmetry
 from semicompact.errors import ConfigError
 
 GRAY = 0.5  # fill for pixels uncovered by rotate/shear/translate and for Cutout, as in FixMatch
@@ -168,12 +169,10 @@ class Clamp01(nn.Module):
         return x.clamp(0.0, 1.0)
 
 
-def _flip_translate(vflip: bool, translate: float) -> list[nn.Module]:
+def _flip_translate(vflip: bool, translate: float, invariances: Sequence[str] | None) -> list[nn.Module]:
     if not 0 <= translate < 0.5:
         raise ConfigError(f"weak augmentation translate must be a fraction in [0, 0.5), got {translate!r}")
-    ops: list[nn.Module] = [K.RandomHorizontalFlip(p=0.5)]
-    if vflip:
-        ops.append(K.RandomVerticalFlip(p=0.5))
+    ops: list[nn.Module] = random_symmetry(effective(invariances, vflip))
     if translate > 0:
         # nearest resampling makes the shift a whole number of pixels: no interpolation blur
         ops.append(
@@ -188,23 +187,36 @@ def _flip_translate(vflip: bool, translate: float) -> list[nn.Module]:
     return ops
 
 
-def weak_augment(vflip: bool = False, translate: float = 0.125) -> nn.Module:
-    """FixMatch weak view: random flip (+ up-down flip if ``vflip``) and integer shift <= ``translate``."""
-    return nn.Sequential(*_flip_translate(vflip, translate))
+def weak_augment(
+    vflip: bool = False, translate: float = 0.125, invariances: Sequence[str] | None = None
+) -> nn.Module:
+    """FixMatch weak view: random flip (+ up-down flip if ``vflip``) and integer shift <= ``translate``.
+
+    Declared ``invariances`` (``data.invariances``; ``vflip=True`` adds ``vflip``) replace the
+    flips by random elements of their group; ``None`` keeps the left-right flip of the paper.
+    """
+    return nn.Sequential(*_flip_translate(vflip, translate, invariances))
 
 
 def strong_augment(
-    n: int = 2, m: float = 10, vflip: bool = False, translate: float = 0.125, cutout: float = 0.5
+    n: int = 2,
+    m: float = 10,
+    vflip: bool = False,
+    translate: float = 0.125,
+    cutout: float = 0.5,
+    invariances: Sequence[str] | None = None,
 ) -> nn.Module:
     """FixMatch strong view: weak flip/shift, per-image RandAugment(n, m), gray Cutout square.
 
-    ``cutout`` is the largest square side as a fraction of the image side (0 disables it).
+    ``cutout`` is the largest square side as a fraction of the image side (0 disables it); the
+    flips follow ``invariances`` as in :func:`weak_augment` (RandAugment's small rotations and
+    shears are perturbations, not flips, and stay).
     """
     if not 0 <= cutout <= 1:
         raise ConfigError(
             f"strong augmentation cutout must be a fraction of the side in [0, 1], got {cutout!r}"
         )
-    ops = [*_flip_translate(vflip, translate), BatchRandAugment(n, m)]
+    ops = [*_flip_translate(vflip, translate, invariances), BatchRandAugment(n, m)]
     if cutout > 0:
         max_area = cutout * cutout
         ops.append(

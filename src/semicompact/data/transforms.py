@@ -6,6 +6,8 @@ float; the random augmentation runs once per batch with kornia, on the GPU when 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import kornia.augmentation as K
 import torch
 from PIL import Image
@@ -13,6 +15,7 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from semicompact.data.invariances import effective, random_symmetry
 from semicompact.errors import ConfigError
 
 AUGMENT_PRESETS = ("standard", "none")
@@ -38,11 +41,15 @@ class Clamp01(nn.Module):
         return x.clamp_(0.0, 1.0)
 
 
-def build_augmentation(preset: str = "standard", vflip: bool = False) -> nn.Module:
+def build_augmentation(
+    preset: str = "standard", vflip: bool = False, invariances: Sequence[str] | None = None
+) -> nn.Module:
     """Batched training augmentation on float (B, 3, H, W) in [0, 1].
 
     "standard": left-right flip, optional up-down flip, rotation +-10 degrees, zoom 1.0-1.1 and
-    brightness/contrast +-0.2 (the paper's fastai-style defaults); "none": identity.
+    brightness/contrast +-0.2 (the paper's fastai-style defaults); "none": identity. Declared
+    ``invariances`` (``data.invariances``) replace the flips by random elements of their group:
+    a flip or turn that is not declared is never applied.
     """
     if preset == "none":
         return nn.Identity()
@@ -51,9 +58,7 @@ def build_augmentation(preset: str = "standard", vflip: bool = False) -> nn.Modu
             f"unknown augmentation preset '{preset}' for --augment: "
             f"choose one of {', '.join(AUGMENT_PRESETS)}"
         )
-    ops: list[nn.Module] = [K.RandomHorizontalFlip(p=0.5)]
-    if vflip:
-        ops.append(K.RandomVerticalFlip(p=0.5))
+    ops: list[nn.Module] = random_symmetry(effective(invariances, vflip))
     ops += [
         K.RandomAffine(degrees=10.0, scale=(1.0, 1.1), padding_mode="reflection", p=0.75),
         K.ColorJitter(brightness=0.2, contrast=0.2, p=0.75),

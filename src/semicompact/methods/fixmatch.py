@@ -19,12 +19,18 @@ from .self_training import start_run
 
 class FixMatchModule(SemiSupervisedModule):
     def __init__(
-        self, *args: Any, threshold: float = 0.95, lambda_u: float = 1.0, vflip: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        threshold: float = 0.95,
+        lambda_u: float = 1.0,
+        vflip: bool = False,
+        invariances: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.threshold, self.lambda_u = threshold, lambda_u
-        self.weak = weak_augment(vflip=vflip)
-        self.strong = strong_augment(vflip=vflip)
+        self.weak = weak_augment(vflip=vflip, invariances=invariances)
+        self.strong = strong_augment(vflip=vflip, invariances=invariances)
 
     def training_loss(self, batch: Any) -> torch.Tensor:
         (xl, yl), (xu, _) = batch["x"], batch["u"]
@@ -67,7 +73,11 @@ class FixMatch(Method):
         train, start_cost = warm_start(c, self.name, train, run_dir, split)
         hooks = FitHooks(
             module_factory=functools.partial(
-                _module, threshold=float(c["threshold"]), lambda_u=float(c["lambda_u"]), vflip=train.vflip
+                _module,
+                threshold=float(c["threshold"]),
+                lambda_u=float(c["lambda_u"]),
+                vflip=train.vflip,
+                invariances=train.invariances,
             ),
             datamodule_factory=pool_datamodule(c, self.name),
             callbacks=[EMA(float(c["ema"]))] if float(c["ema"]) > 0 else [],

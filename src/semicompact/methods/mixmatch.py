@@ -35,12 +35,13 @@ class MixMatchModule(SemiSupervisedModule):
         clip_rampup: bool = False,
         vflip: bool = False,
         prior: torch.Tensor | None = None,
+        invariances: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.k, self.t, self.alpha, self.lambda_u, self.rampup = k, temperature, alpha, lambda_u, rampup
         self.clip_rampup, self.rampup_fraction = clip_rampup, rampup_fraction
-        self.weak = weak_augment(vflip=vflip)
+        self.weak = weak_augment(vflip=vflip, invariances=invariances)
         self.beta = torch.distributions.Beta(alpha, alpha)
         c = len(self.classes)
         self.align = prior is not None
@@ -145,6 +146,7 @@ class MixMatch(Method):
                 rampup_fraction=float(c["rampup_fraction"]),
                 clip_rampup=flag(c, "clip_rampup", self.name),
                 vflip=train.vflip,
+                invariances=train.invariances,
                 align=flag(c, "distribution_alignment", self.name),
             ),
             datamodule_factory=pool_datamodule(c, self.name),

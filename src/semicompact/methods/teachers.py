@@ -52,6 +52,8 @@ def teacher_config(student: TrainConfig, name: str, split: Path, **overrides: An
 
 def teacher_key(config: TrainConfig, split_sha: str) -> str:
     values = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_KEY}
+    if values.get("invariances") is None:  # undeclared: the key of the teachers cached before it existed
+        values.pop("invariances", None)
     values["split_sha"] = split_sha
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{config.model}-{digest}"

@@ -63,6 +63,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: str = "standard"
     vflip: bool = False
+    # the flips/turns that keep the label (data/invariances.py); None: hflip (+ vflip), as before
+    invariances: list[str] | None = None
     seed: int = 0
     devices: int = 1
     num_nodes: int = 1
@@ -76,6 +78,8 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        self._resolve_invariances()
+
         def positive(name: str, minimum: float = 1) -> None:
             value = getattr(self, name)
             if value < minimum:
@@ -118,6 +122,19 @@ class TrainConfig:
             raise ConfigError(f"--monitor must be one of {', '.join(MONITORS)}, got '{self.monitor}'")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def _resolve_invariances(self) -> None:
+        """Canonical names; ``vflip`` and a declared ``vflip`` mean the same (older code reads
+        ``vflip``): either one sets the other."""
+        from ..data.invariances import allows, parse_invariances
+
+        names = parse_invariances(self.invariances)
+        if names is None:
+            return
+        if self.vflip and "vflip" not in names:
+            names = parse_invariances([*names, "vflip"])
+        self.invariances = list(names or ())
+        self.vflip = allows(self.invariances, "vflip")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -351,6 +351,7 @@ def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None
         augment=config.augment,
         vflip=config.vflip,
         seed=config.seed,
+        invariances=config.invariances,
     )
     module = (hooks.module_factory or _supervised_module)(
         model,
@@ -571,4 +572,5 @@ def load_run_data(
         augment=augment or config.augment,
         vflip=config.vflip,
         seed=config.seed,
+        invariances=config.invariances,
     )
