@@ -379,6 +379,7 @@ class SelfTraining(Method):
             + int((view_choice or {}).get("inference_images", 0)),
         }
         if earlier:  # later rounds: the earlier rounds' own cost, one entry each
+            hooks.folder_checked = True  # start_run refused an existing run; rounds/ is this run's
             hooks.teacher_cost["rounds"] = list(earlier)
             hooks.teacher_cost["earlier_rounds_steps"] = sum(int(e["optimizer_steps"] or 0) for e in earlier)
         hooks = self.student_hooks(hooks, student)

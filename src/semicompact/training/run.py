@@ -90,6 +90,9 @@ class FitHooks:
     summary: dict[str, Any] = field(default_factory=dict)
     #: what the run's teachers (or the model a warm start begins from) cost: merged into ``cost``
     teacher_cost: dict[str, Any] = field(default_factory=dict)
+    #: the method refused an existing run itself and the folder holds its earlier stages (the last
+    #: round of multi-round self-training writes beside ``rounds/``): fit does not refuse it again
+    folder_checked: bool = False
 
 
 @dataclass
@@ -147,12 +150,13 @@ def is_worker_process() -> bool:
     return any(int(os.environ.get(v, "0") or 0) > 0 for v in ("LOCAL_RANK", "NODE_RANK"))
 
 
-def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, TrainConfig]:
+def prepare_run_dir(config: TrainConfig, resume: bool, checked: bool = False) -> tuple[Path, TrainConfig]:
     """The run folder and the configuration to run, refusing to overwrite a run unless resuming.
 
     Nothing is written here (see ``start_files``). A folder holding only a failed start (no
     checkpoint, no metrics) is not a run; on resume the stored configuration wins, except the
-    options in ``rundir.RESUME_SAFE``, taken from ``config``.
+    options in ``rundir.RESUME_SAFE``, taken from ``config``. ``checked``: the method refused an
+    existing run before writing anything (``FitHooks.folder_checked``).
     """
     run_dir = Path(config.out)
     stored = run_dir / "config.json"
@@ -162,7 +166,8 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, TrainConfi
         if not stored.is_file():
             raise ConfigError(f"--resume: '{run_dir}' holds no run to resume (no config.json); drop --resume")
         return run_dir, with_resume_safe(TrainConfig.load(stored), config)
-    check_reusable(run_dir)
+    if not checked:
+        check_reusable(run_dir)
     return run_dir, config
 
 
@@ -315,7 +320,7 @@ def fit(config: TrainConfig, resume: bool = False, hooks: FitHooks | None = None
     """Train and evaluate one model as configured; returns the run folder and its test metrics."""
     plain = hooks is None  # methods (with hooks) cleared a failed start in their own start_run
     hooks = hooks or FitHooks()
-    run_dir, config = prepare_run_dir(config, resume)
+    run_dir, config = prepare_run_dir(config, resume, checked=hooks.folder_checked)
     L.seed_everything(config.seed, workers=True, verbose=False)
     source = open_source(config.data, unlabelled=config.unlabelled, class_names=config.class_names)
     own_split = resume or is_worker_process() or not plain
