@@ -177,5 +177,11 @@ def _noisy_datamodule(*, inner: Any, n: int, m: float, cutout: float, **kwargs: 
     """The self-training data module whose training batches (labelled and pseudo-labelled) get
     RandAugment instead of the standard augmentation; validation and test stay clean."""
     dm = inner(**kwargs)
-    dm.augment = strong_augment(n=n, m=m, vflip=bool(kwargs.get("vflip", False)), cutout=cutout)
+    dm.augment = strong_augment(
+        n=n,
+        m=m,
+        vflip=bool(kwargs.get("vflip", False)),
+        cutout=cutout,
+        invariances=kwargs.get("invariances"),  # flips only within the run's declared invariances
+    )
     return dm
