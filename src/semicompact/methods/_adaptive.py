@@ -133,6 +133,7 @@ class AdaptiveMethod(Method):
             threshold=float(c.get("threshold", 0.95)),
             lambda_u=float(c["lambda_u"]),
             vflip=train.vflip,
+            invariances=train.invariances,
             dist_align=align,
             ema_p=float(c["ema_p"]),
             **own,
