@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import kornia.augmentation as K
 import pytest
 import torch
@@ -206,3 +208,18 @@ def test_unknown_invariance_is_one_clear_error(cells_dir, tmp_path, capsys) -> N
     )
     assert line == f"error: --invariances: unknown invariance 'tilt'; {valid}"
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_invariances_reach_the_run_and_its_augmentation(cells_dir, tmp_path, capsys) -> None:
+    from _shared import run_cli, train_args
+
+    from semicompact.training.run import load_run_data
+
+    out = tmp_path / "xray"
+    args = train_args(cells_dir, out, "--invariances", "vflip", "--max-steps", "3", "--head-steps", "1")
+    code, _, err = run_cli(capsys, *args, "--n-labelled", "8", "--batch-size", "16")
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert (config["invariances"], config["vflip"]) == (["vflip"], True)
+    flips = [type(m) for m in load_run_data(out).augment][:2]
+    assert flips == [K.RandomVerticalFlip, K.RandomAffine]  # no left-right flip: it was not declared
