@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _shared import cli_error
+from _shared import cli_error, run_cli
 
 from semicompact.cli.main import main as cli_main
 from semicompact.data import SemiCompactDataModule, SplitManifest, make_split, open_source
@@ -254,3 +254,34 @@ def test_bad_options_give_one_exact_line(
     line = cli_error(capsys, *_cli(cells_dir, out, "--option", option))
     assert line == f"error: --method noisy_student: {message}"
     assert not out.exists()
+
+
+def test_a_run_stopped_after_its_first_round_resumes_to_the_same_result(
+    two_rounds, cells_dir: Path, capsys
+) -> None:
+    """The process dies as the last round starts (round 1 finished): --resume reuses the teacher and
+    round 1, and the run ends exactly where the uninterrupted one did."""
+    run, _ = two_rounds
+    cut = run.parent / "ns-cut"  # beside the run: the same teacher cache
+    teachers = sorted((run.parent / "teachers").iterdir())
+    real = st.fit
+
+    def dies_in_the_last_round(config, *args, **kwargs):
+        if Path(config.out) == cut:
+            raise KeyboardInterrupt
+        return real(config, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(st, "fit", dies_in_the_last_round)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            cli_main(_cli(cells_dir, cut))
+    assert (cut / "rounds" / "round-1" / "metrics.json").is_file() and not (cut / "metrics.json").exists()
+    code, _, err = run_cli(capsys, *_cli(cells_dir, cut, "--resume"))
+    assert code == 0, err
+    assert sorted((run.parent / "teachers").iterdir()) == teachers  # the teacher was not retrained
+    whole = json.loads((run / "metrics.json").read_text())
+    resumed = json.loads((cut / "metrics.json").read_text())
+    assert resumed["test"]["confusion_matrix"] == whole["test"]["confusion_matrix"]
+    assert resumed["pseudo_labels"]["selected"] == whole["pseudo_labels"]["selected"]
+    assert resumed["cost"]["total_steps"] == whole["cost"]["total_steps"] == 3 * STEPS
+    assert resumed["cost"]["rounds"][0]["optimizer_steps"] == STEPS
