@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from semicompact.bench.grid import RESULT, run_grid
+from semicompact.bench.grid import RESULT, RUN_LOCK, run_grid
 from semicompact.bench.recipe import load_recipe
 from semicompact.errors import DataError
 from semicompact.io import write_json
@@ -167,6 +167,25 @@ def test_shards_together_do_the_whole_grid(tmp_path: Path) -> None:
     assert sorted(name for name, _ in CALLS) == sorted(r.id for r in recipe.runs())
     assert len({name for name, _ in CALLS}) == 8
     assert {p.name for p in out.glob("failures-*")} == {f"failures-{i}of3.json" for i in range(3)}
+
+
+def test_processes_share_one_queue(tmp_path: Path) -> None:
+    """A cell another bench process holds is left to it, not failed and not run twice; later it runs."""
+    import fcntl
+
+    recipe = load_recipe(recipe_file(tmp_path))
+    out = tmp_path / "out"
+    busy = "d__resnet18__fake_plus__s1"
+    (out / "runs" / busy).mkdir(parents=True)
+    with open(out / "runs" / busy / RUN_LOCK, "a+b") as other:  # another process's lock
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        CALLS.clear()
+        summary = run_grid(recipe, out, console=quiet())
+    assert summary.elsewhere == [busy] and summary.done == 7 and summary.failed == []
+    assert busy not in {name for name, _ in CALLS} and not (out / "runs" / busy / RESULT).exists()
+    CALLS.clear()
+    again = run_grid(recipe, out, console=quiet())
+    assert (again.done, again.skipped, again.elsewhere) == (1, 7, []) and [n for n, _ in CALLS] == [busy]
 
 
 def test_cli_bench_dry_run_progress_and_report(tmp_path: Path) -> None:

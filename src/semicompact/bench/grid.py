@@ -37,6 +37,8 @@ from .threads import ThreadPlan, plan_threads
 
 RESULT = "bench_result.json"
 SPEC = "bench_spec.json"
+#: held while a bench process runs a cell, so that several processes can share one queue
+RUN_LOCK = ".bench-run.lock"
 
 
 @dataclass
@@ -45,6 +47,7 @@ class GridSummary:
     skipped: int = 0
     done: int = 0
     failed: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)  # run by another process at the time
     elapsed_s: float = 0.0
 
 
@@ -136,6 +139,25 @@ def write_bench_file(out: Path, recipe: Recipe) -> None:
         write_json(out / "bench.json", {"recipe": recipe.to_dict(), "runs": ids, "n_runs": len(ids)})
 
 
+def _try_lock(path: Path) -> Any:
+    """The open file holding an exclusive lock on ``path``, or None when another process holds it.
+
+    Closing the file (or the process ending, even by ``kill -9``) gives the lock back.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+b")  # noqa: SIM115 (held open while the run lives)
+    try:
+        import fcntl
+    except ImportError:  # Windows: one process per folder is the user's business
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (POSIX ``fcntl``; elsewhere no lock)."""
@@ -211,70 +233,89 @@ def run_grid(
     plan: ThreadPlan | None = None
     for k, spec in enumerate(todo, 1):
         folder = run_dir(out, spec)
-        plan = _set_threads(threads, jobs, plan, console, label)
-        t0 = time.perf_counter()
-        started = _now()
-        # trained by an earlier pass that died before its result file (or a checkout that kept only
-        # metrics.json): its wall time is unknown, and the seconds spent here would understate it
-        trained_earlier = "test" in _read_json(folder / "metrics.json")
+        hold = _try_lock(folder / RUN_LOCK)
+        if hold is None or is_finished(folder, spec):
+            # another bench process (a shard of the same folder, or the same shard run twice to
+            # share one queue) is running it or has finished it since this pass listed it
+            if hold is None:
+                summary.elsewhere.append(spec.id)
+            else:
+                hold.close()
+                summary.skipped += 1
+            where = (
+                "running in another bench process" if hold is None else "finished by another bench process"
+            )
+            console.print(
+                f"{label}[{k}/{len(todo)}] {spec.id}: {where}, skipped", highlight=False, soft_wrap=True
+            )
+            continue
         try:
-            metrics = execute(spec, folder, recipe)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:
-            elapsed = time.perf_counter() - t0
-            record = {
-                "id": spec.id,
-                "status": "failed",
-                "fingerprint": spec.fingerprint(),
-                "error_type": type(err).__name__,
-                "error": str(err),
-                "traceback": traceback.format_exc()[-4000:],
-                "elapsed_s": elapsed,
-                "started": started,
-                "finished": _now(),
-                "host": platform.node(),
-                "environment": environment(),
-            }
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / RESULT, record)
-            failures.append(record)
-            summary.failed.append(spec.id)
-            status = f"[red]failed[/] ({type(err).__name__}: {err})"
-        else:
-            elapsed = time.perf_counter() - t0
-            test = metrics.get("test", {}) if isinstance(metrics, dict) else {}
-            write_json(
-                folder / RESULT,
-                {
+            plan = _set_threads(threads, jobs, plan, console, label)
+            t0 = time.perf_counter()
+            started = _now()
+            # trained by an earlier pass that died before its result file (or a checkout that kept only
+            # metrics.json): its wall time is unknown, and the seconds spent here would understate it
+            trained_earlier = "test" in _read_json(folder / "metrics.json")
+            try:
+                metrics = execute(spec, folder, recipe)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:
+                elapsed = time.perf_counter() - t0
+                record = {
                     "id": spec.id,
-                    "status": "done",
+                    "status": "failed",
                     "fingerprint": spec.fingerprint(),
-                    "elapsed_s": None if trained_earlier else elapsed,
-                    "trained_earlier": trained_earlier,
-                    "macro_f1": test.get("macro_f1"),
-                    "f1": test.get("f1"),
-                    "accuracy": test.get("accuracy"),
+                    "error_type": type(err).__name__,
+                    "error": str(err),
+                    "traceback": traceback.format_exc()[-4000:],
+                    "elapsed_s": elapsed,
                     "started": started,
                     "finished": _now(),
                     "host": platform.node(),
                     "environment": environment(),
-                },
+                }
+                folder.mkdir(parents=True, exist_ok=True)
+                write_json(folder / RESULT, record)
+                failures.append(record)
+                summary.failed.append(spec.id)
+                status = f"[red]failed[/] ({type(err).__name__}: {err})"
+            else:
+                elapsed = time.perf_counter() - t0
+                test = metrics.get("test", {}) if isinstance(metrics, dict) else {}
+                write_json(
+                    folder / RESULT,
+                    {
+                        "id": spec.id,
+                        "status": "done",
+                        "fingerprint": spec.fingerprint(),
+                        "elapsed_s": None if trained_earlier else elapsed,
+                        "trained_earlier": trained_earlier,
+                        "macro_f1": test.get("macro_f1"),
+                        "f1": test.get("f1"),
+                        "accuracy": test.get("accuracy"),
+                        "started": started,
+                        "finished": _now(),
+                        "host": platform.node(),
+                        "environment": environment(),
+                    },
+                )
+                summary.done += 1
+                score = test.get("macro_f1")
+                status = "done" + (f", macro-F1 {score:.3f}" if isinstance(score, float) else "")
+            if not trained_earlier:
+                times.append(elapsed)
+            remaining = len(todo) - k
+            per_run = sum(times) / len(times) if times else 0.0
+            console.print(
+                f"{label}[{k}/{len(todo)}] {spec.id}: {status} in {elapsed:.1f} s | "
+                f"done {summary.done + summary.skipped}/{len(mine)}, failed {len(summary.failed)}, "
+                f"remaining {remaining}, ETA {_fmt(per_run * remaining)}",
+                highlight=False,
+                soft_wrap=True,
             )
-            summary.done += 1
-            score = test.get("macro_f1")
-            status = "done" + (f", macro-F1 {score:.3f}" if isinstance(score, float) else "")
-        if not trained_earlier:
-            times.append(elapsed)
-        remaining = len(todo) - k
-        per_run = sum(times) / len(times) if times else 0.0
-        console.print(
-            f"{label}[{k}/{len(todo)}] {spec.id}: {status} in {elapsed:.1f} s | "
-            f"done {summary.done + summary.skipped}/{len(mine)}, failed {len(summary.failed)}, "
-            f"remaining {remaining}, ETA {_fmt(per_run * remaining)}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        finally:
+            hold.close()
     summary.elapsed_s = time.perf_counter() - start
     write_json(out / f"failures-{shard[0]}of{shard[1]}.json", failures)
     return summary
