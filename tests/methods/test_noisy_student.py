@@ -160,6 +160,11 @@ def test_two_rounds_each_take_the_budget_and_the_last_is_charged_for_all(two_rou
     assert cost1["teacher_steps"] == STEPS and cost1["total_steps"] == 2 * STEPS
     assert cost["teacher_steps"] == 2 * STEPS and cost["total_steps"] == 3 * STEPS
     assert cost["earlier_rounds_steps"] == STEPS
+    # and its wall time and labelled images: the teacher's and round 1's
+    assert cost["teacher_wall_time_s"] == pytest.approx(cost1["teacher_wall_time_s"] + cost1["wall_time_s"])
+    labelled = cost1["teacher_labelled_images_seen"] + cost1["labelled_images_seen"]
+    assert cost["teacher_labelled_images_seen"] == labelled
+    assert cost1["teacher_labelled_images_seen"] == STEPS * BATCH  # the supervised teacher: labels only
     (earlier,) = cost["rounds"]
     assert earlier["round"] == 1 and earlier["run_dir"] == str(run / "rounds" / "round-1")
     for key in (

@@ -139,10 +139,13 @@ def runs_cost(dirs: list[Path]) -> dict[str, Any]:
         if "optimizer_steps" not in cost:
             steps = wall = images = None
             break
-        # a teacher that had teachers itself (a later self-training round) brings their steps too
+        # a teacher that had teachers itself (a later self-training round) brings their steps,
+        # labelled images and wall time too
         steps = int(steps) + int(cost.get("total_steps", cost["optimizer_steps"]))
         images = int(images) + int(cost.get("labelled_images_seen", 0))
-        wall = None if wall is None or cost.get("wall_time_s") is None else wall + float(cost["wall_time_s"])
+        images += int(cost.get("teacher_labelled_images_seen") or 0)
+        own, nested = cost.get("wall_time_s"), cost.get("teacher_wall_time_s", 0.0)
+        wall = None if wall is None or own is None or nested is None else wall + float(own) + float(nested)
     return {
         "teacher_runs": len(dirs),
         "teacher_steps": steps,
