@@ -290,3 +290,29 @@ def test_a_run_stopped_after_its_first_round_resumes_to_the_same_result(
     assert resumed["pseudo_labels"]["selected"] == whole["pseudo_labels"]["selected"]
     assert resumed["cost"]["total_steps"] == whole["cost"]["total_steps"] == 3 * STEPS
     assert resumed["cost"]["rounds"][0]["optimizer_steps"] == STEPS
+
+
+def test_one_round_with_hard_labels(two_rounds, cells_dir: Path, capsys) -> None:
+    run, _ = two_rounds
+    out = run.parent / "ns-hard"  # beside the run: its cached teacher
+    code, _, err = run_cli(capsys, *_cli(cells_dir, out, "--option", "rounds=1", "--option", "labels=hard"))
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    cost = metrics["cost"]
+    assert (
+        cost["optimizer_steps"] == STEPS
+        and cost["teacher_steps"] == STEPS
+        and cost["total_steps"] == 2 * STEPS
+    )
+    assert "rounds" not in cost and not (out / "rounds").exists()
+    assert cost["labelled_images_seen"] + cost["unlabelled_images_seen"] == STEPS * BATCH
+    summary = metrics["pseudo_labels"]
+    # round 1 of the two-round run had the same teacher: the same selection and repeats
+    first = json.loads((run / "rounds" / "round-1" / "pseudo_summary.json").read_text())
+    assert (summary["selected"], summary["duplicated"]) == (first["selected"], first["duplicated"])
+    rows = {r["image"]: r["class"] for r in csv.DictReader((out / "pseudo_labels.csv").open())}
+    classes = json.loads((out / "split.json").read_text())["classes"]
+    trained = json.loads((out / "train_entries.json").read_text())[4 * 8 :]
+    assert len(trained) == summary["pseudo_images_trained"]
+    assert all(classes[label] == rows[ref] for ref, label in trained)  # hard labels: the argmax
+    assert metrics["noise"]["drop_rate"] == 0.5
