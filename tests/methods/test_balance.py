@@ -5,6 +5,8 @@ Small hand-computed tensors: the exact indices kept and the exact aligned probab
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,39 @@ def test_a_bad_balance_value_is_one_clear_line(cells_dir: Path, tmp_path: Path, 
         "(true = median, false = none), got 'topk'"
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_align_in_a_run_trains_on_the_aligned_pseudo_labels(
+    tmp_path_factory, cells_dir: Path, capsys
+) -> None:
+    """plain_distillation with balance=align: the written pseudo-labels are the teacher's raw
+    probabilities (pseudo_labels.pt) aligned to the labelled prior, and the student trains on them."""
+    from _shared import run_cli
+
+    from semicompact.data import SplitManifest
+
+    out = tmp_path_factory.mktemp("align") / "plain"
+    args = [
+        "ssl", str(cells_dir), "--out", str(out), "--method", "plain_distillation",
+        "--model", "mobilenetv2_100", "--small-input", "--pretrained", "--image-size", "32",
+        "--n-labelled", "10", "--max-steps", "6", "--head-steps", "2", "--no-early-stopping",
+        "--batch-size", "8", "--no-progress", "--no-tensorboard", "--option", "teachers=mobilenetv2_100",
+        "--option", "max_unlabelled=24", "--option", "balance=align", "--option", "confidence=0.3",
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    raw = torch.load(out / "pseudo_labels.pt", weights_only=True)
+    manifest = SplitManifest.load(out / "split.json")
+    prior = labelled_prior(manifest.labelled, len(manifest.classes))
+    expected = PseudoLabels(raw["refs"], raw["probs"], raw["true"], manifest.classes).aligned(prior)
+    assert (expected.probs - raw["probs"]).abs().max() > 0.01  # alignment moved the probabilities
+    rows = list(csv.DictReader((out / "pseudo_labels.csv").open()))
+    assert [r["image"] for r in rows] == expected.refs
+    assert [float(r["confidence"]) for r in rows] == pytest.approx(expected.confidence.tolist(), abs=1e-6)
+    assert [r["class"] for r in rows] == [manifest.classes[i] for i in expected.labels.tolist()]
+    kept = [i for i, r in enumerate(rows) if r["selected"] == "1"]
+    assert kept == expected.select(0.3)
+    summary = json.loads((out / "pseudo_summary.json").read_text())
+    assert summary["balance"] == "align" and summary["selected"] == len(kept)
+    trained = json.loads((out / "train_entries.json").read_text())[4 * 8 :]
+    assert trained == [[expected.refs[i], int(expected.labels[i])] for i in kept]
