@@ -112,6 +112,25 @@ def test_another_teacher_method_gets_its_own_cache_entry(
     assert result.metrics["cost"]["teacher_steps"] == STEPS
 
 
+def test_an_interrupted_teacher_is_resumed_not_restarted(
+    first, cells_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    """A teacher folder with its checkpoint but no metrics.json (killed while evaluating) is
+    resumed from the checkpoint: no step is taken twice."""
+    (teacher,) = [d for d in _teacher_runs(cache) if d.name.startswith("fixmatch-")]
+    before = json.loads((teacher / "metrics.json").read_text())["cost"]
+    (teacher / "metrics.json").unlink()
+    result = run_method(
+        "ssl_kd", _config(cells_dir, tmp_path / "b"), {**OPTIONS, "teacher_cache": str(cache)}
+    )
+    assert result.metrics["teacher"]["run_dir"] == str(teacher)
+    after = json.loads((teacher / "metrics.json").read_text())["cost"]
+    assert after["optimizer_steps"] == before["optimizer_steps"] == STEPS
+    assert after["unlabelled_images_seen"] == before["unlabelled_images_seen"]  # no step repeated
+    assert result.metrics["cost"]["teacher_steps"] == STEPS
+    assert (teacher / "logs" / "resume-1").is_dir()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
