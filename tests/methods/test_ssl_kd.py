@@ -212,3 +212,32 @@ def test_data_distillation_chooses_its_views_on_validation(cells_dir: Path, tmp_
     assert result.metrics["pseudo_labels"]["view_selection"] == choice
     views = len(choice["chosen"]) or 1
     assert result.metrics["cost"]["teacher_inference_images_seen"] == 16 * views + 8 * 9
+
+
+def test_a_teacher_weights_file_reaches_the_teacher_config() -> None:
+    """teacher_weights used to crash with a TypeError (weights given twice to dataclasses.replace)."""
+    from semicompact.methods.teachers import teacher_config
+
+    student = TrainConfig(data="d", weights="student.pth")
+    config = teacher_config(student, "resnet18", Path("split.json"), weights="t.pth", pretrained=False)
+    assert (config.model, config.weights, config.pretrained) == ("resnet18", "t.pth", False)
+    assert teacher_config(student, "resnet18", Path("split.json")).weights is None
+
+
+def test_ssl_kd_teacher_from_a_local_weights_file(cells_dir: Path, tmp_path: Path) -> None:
+    from _shared import require_shared
+
+    weights = require_shared("weights", "mobilenet_v2-b0353104.pth")
+    result = run_method(
+        "ssl_kd",
+        _config(cells_dir, tmp_path / "w", pretrained=False, max_steps=4),
+        {**OPTIONS, "teacher_weights": str(weights), "teacher_cache": str(tmp_path / "t")},
+    )
+    teacher = Path(result.metrics["teacher"]["run_dir"])
+    config = json.loads((teacher / "config.json").read_text())
+    assert (config["model"], config["weights"], config["pretrained"]) == (
+        "mobilenetv2_100",
+        str(weights),
+        False,
+    )
+    assert result.metrics["cost"]["teacher_steps"] == 4

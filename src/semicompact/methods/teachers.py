@@ -45,7 +45,8 @@ def _locked(path: Path) -> Iterator[None]:
 def teacher_config(student: TrainConfig, name: str, split: Path, **overrides: Any) -> TrainConfig:
     """The student's data, split and seed with the teacher's network and training options."""
     values = {k: v for k, v in overrides.items() if v is not None}
-    config = replace(student, model=name, split=str(split), weights=None, **values)
+    weights = values.pop("weights", None)  # the student's weights never pass to another network
+    config = replace(student, model=name, split=str(split), weights=weights, **values)
     config.progress, config.tensorboard = False, False
     return config
 
