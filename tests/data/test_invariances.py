@@ -223,3 +223,19 @@ def test_cli_invariances_reach_the_run_and_its_augmentation(cells_dir, tmp_path,
     assert (config["invariances"], config["vflip"]) == (["vflip"], True)
     flips = [type(m) for m in load_run_data(out).augment][:2]
     assert flips == [K.RandomVerticalFlip, K.RandomAffine]  # no left-right flip: it was not declared
+
+
+def test_quarter_turn_views_only_where_rot90_is_declared() -> None:
+    from semicompact.data.invariances import ELEMENTS, apply_element
+
+    specs = {"transforms": ["hflip", "hvflip", "rot90", "Rotate 270"]}
+    assert [t.name for t in run_transforms(specs, ["rot90"])] == ["hvflip", "rot90", "rot270"]
+    assert [t.name for t in run_transforms(specs, ["hflip"])] == ["hflip"]
+    assert [t.name for t in run_transforms(specs, None)] == ["hflip", "hvflip", "rot90", "rot270"]
+    x = _pattern(4)
+    rot90, rot270 = run_transforms({"transforms": ["rot90", "rot270"]}, ["rot90"])
+    assert torch.equal(rot90(x), apply_element(x, ELEMENTS["rot90"]))
+    assert torch.equal(rot270(rot90(x)), x)
+    assert turned(rot90(x)) == turned(rot270(x)) == 4
+    with pytest.raises(ValueError, match="square images"):
+        rot90(torch.rand(1, 3, 8, 6))

@@ -167,7 +167,7 @@ def random_symmetry(names: Iterable[str]) -> list[nn.Module]:
 
 
 #: the test-time transforms (``data.tta``) that move pixels, and the symmetry each one is
-TTA_SYMMETRY = {"hflip": "hflip", "vflip": "vflip", "hvflip": "rot180"}
+TTA_SYMMETRY = {"hflip": "hflip", "vflip": "vflip", "hvflip": "rot180", "rot90": "rot90", "rot270": "rot270"}
 
 
 def tta_allowed(name: str, invariances: Iterable[str] | None) -> bool:

@@ -36,6 +36,9 @@ TTA_NAMES = (
 )
 # The six transforms the paper's data distillation used (section 2.4).
 PAPER_TTA = ("hflip", "vflip", "hvflip", "blur", "gaussian_blur", "gamma")
+# Quarter turns, beyond the paper's ten: label-keeping only for images declared rot90-invariant
+# (``--invariances``, data.invariances), e.g. cells; square images only.
+EXTRA_TTA = ("rot90", "rot270")
 
 SHARPEN_KERNEL = [[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]]
 # gamma 0.8 lifts mid-tones by ~0.07 (0.5 -> 0.57): a visible change that keeps the label, in the
@@ -73,6 +76,22 @@ def _vflip(x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
 
 def _hvflip(x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
     return x.flip(dims=[2, 3])
+
+
+def _quarter_turns(x: torch.Tensor, k: int) -> torch.Tensor:
+    import torch
+
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"a quarter turn needs square images, got {tuple(x.shape[-2:])}")
+    return torch.rot90(x, k, dims=[2, 3])
+
+
+def _rot90(x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
+    return _quarter_turns(x, 1)  # counter-clockwise
+
+
+def _rot270(x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
+    return _quarter_turns(x, 3)
 
 
 def _blur(x: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
@@ -144,6 +163,10 @@ _REGISTRY: tuple[_Spec, ...] = (
            "equalizehist", "equalise", "histeq")),
     _Spec("filter2d", "2D-Filter", "2D convolution with a kernel (sharpen by default)",
           {"kernel": SHARPEN_KERNEL}, _filter2d, ("2dfilter", "filter", "convolution")),
+    _Spec("rot90", "Rotate 90", "quarter turn counter-clockwise (square images)", {}, _rot90,
+          ("rotate90", "rotation90", "quarterturn")),
+    _Spec("rot270", "Rotate 270", "quarter turn clockwise (square images)", {}, _rot270,
+          ("rotate270", "rotation270", "rotate90cw")),
 )  # fmt: skip
 
 _BY_NAME = {s.name: s for s in _REGISTRY}
@@ -158,7 +181,7 @@ def canonical_tta_name(name: str) -> str:
     found = _LOOKUP.get(_key(str(name)))
     if found is None:
         raise ConfigError(
-            f"unknown test-time transform '{name}': choose one of {', '.join(TTA_NAMES)} "
+            f"unknown test-time transform '{name}': choose one of {', '.join(TTA_NAMES + EXTRA_TTA)} "
             "(or a seed-library name such as 'H Flip', 'Gaussian Blur', '2D-Filter')"
         )
     return found

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from ..data import SemiCompactDataModule
 from ..data.invariances import tta_allowed
-from ..data.tta import TTA_NAMES, TestTimeTransform, build_tta
+from ..data.tta import EXTRA_TTA, TTA_NAMES, TestTimeTransform, build_tta
 from ..errors import ConfigError
 from ..models import Classifier
 from ._options import as_list
@@ -30,6 +30,9 @@ from ._options import as_list
 console = Console(stderr=True)
 
 AUTO = "auto"
+#: what ``transforms: auto`` scores by default: the paper's ten and the two quarter turns (the
+#: flips and turns only where the declared invariances allow them)
+AUTO_CANDIDATES = [*TTA_NAMES, *EXTRA_TTA]
 
 
 def is_auto(options: dict[str, Any]) -> bool:
@@ -40,7 +43,7 @@ def is_auto(options: dict[str, Any]) -> bool:
 def check_transforms(method: str, options: dict[str, Any]) -> None:
     """Unknown transform names fail before any training; ``auto`` checks its candidates."""
     if is_auto(options):
-        candidates = as_list(options.get("auto_candidates")) or list(TTA_NAMES)
+        candidates = as_list(options.get("auto_candidates")) or AUTO_CANDIDATES
         if any(str(c).strip().lower() == AUTO for c in candidates):
             raise ConfigError(f"--method {method}: option auto_candidates lists transforms, not 'auto'")
         build_tta(candidates)
@@ -51,7 +54,7 @@ def check_transforms(method: str, options: dict[str, Any]) -> None:
 def run_transforms(options: dict[str, Any], invariances: Sequence[str] | None) -> list[TestTimeTransform]:
     """The transforms of a run (for ``auto``: the candidates), without the undeclared flips."""
     if is_auto(options):
-        specs = as_list(options.get("auto_candidates")) or list(TTA_NAMES)
+        specs = as_list(options.get("auto_candidates")) or AUTO_CANDIDATES
     else:
         specs = as_list(options.get("transforms"))
     transforms = build_tta(specs)
