@@ -95,18 +95,16 @@ def test_freematch_update_starts_at_one_over_c_and_follows_the_ema() -> None:
 
 
 def test_freematch_fairness_loss_value() -> None:
-    p_model, label_hist = (
-        torch.tensor([0.6, 0.4]),
-        torch.tensor([0.5, 0.5]),
-    )  # target SumNorm(p/h) = [0.6, 0.4]
+    # target SumNorm(p~ / h~) = SumNorm([0.6 / 0.75, 0.4 / 0.25]) = [1/3, 2/3]
+    p_model, label_hist = torch.tensor([0.6, 0.4]), torch.tensor([0.75, 0.25])
     logits = torch.tensor([[math.log(3), 0.0], [0.0, math.log(3)], [math.log(4), 0.0]], requires_grad=True)
     # probabilities [0.75, 0.25], [0.25, 0.75], [0.8, 0.2]: mean [0.6, 0.4], histogram [2/3, 1/3]
     loss = freematch_fairness_loss(logits, torch.ones(3), p_model, label_hist)
     value = float(loss.detach())
     pred = torch.tensor([0.6 * 1.5, 0.4 * 3.0])
     pred = pred / pred.sum()  # [3/7, 4/7]
-    assert value == pytest.approx(0.6 * math.log(3 / 7) + 0.4 * math.log(4 / 7), abs=1e-6)
-    assert value == pytest.approx(float((torch.tensor([0.6, 0.4]) * pred.log()).sum()), abs=1e-6)
+    assert value == pytest.approx(math.log(3 / 7) / 3 + 2 * math.log(4 / 7) / 3, abs=1e-6)
+    assert value == pytest.approx(float((torch.tensor([1 / 3, 2 / 3]) * pred.log()).sum()), abs=1e-6)
     loss.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
     logits = logits.detach()
@@ -116,7 +114,7 @@ def test_freematch_fairness_loss_value() -> None:
     assert float(freematch_fairness_loss(logits, torch.zeros(3), p_model, label_hist)) == 0.0
     # a class no masked image predicts gets 1/0 -> 0 (USB): the prediction is all on class 0
     one_class = freematch_fairness_loss(logits, torch.tensor([1.0, 0.0, 1.0]), p_model, label_hist)
-    assert float(one_class) == pytest.approx(0.6 * math.log(1 + 1e-12) + 0.4 * math.log(1e-12), rel=1e-4)
+    assert float(one_class) == pytest.approx(math.log(1 + 1e-12) / 3 + 2 * math.log(1e-12) / 3, rel=1e-4)
 
 
 # ------------------------------------------------------------------------------------ SoftMatch
@@ -184,15 +182,15 @@ def _batch(index: list[int]) -> dict:
 
 @no_trainer
 def test_flexmatch_module_masks_with_the_thresholds_from_before_the_batch() -> None:
-    module = _module("flexmatch", pool_size=4, threshold=0.95)
-    # weak probabilities 0.9526 (class 0) and 0.7311 (class 1): thresholds are all 0 before the batch
-    weak, strong = [[3.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]
+    module = _module("flexmatch", pool_size=2, threshold=0.95)
+    # weak probabilities 0.9526 and 0.6, both class 0; before the batch every threshold is 0
+    weak, strong = [[3.0, 0.0], [math.log(1.5), 0.0]], [[0.0, 0.0], [0.0, 0.0]]
     _fixed_views(module, weak, strong)
-    loss = module.training_loss(_batch([2, 0]))
+    loss = module.training_loss(_batch([0, 1]))
     assert float(loss) == pytest.approx(1.0 + math.log(2))  # both images pass: CE of uniform logits
-    assert module.flex.predictions.tolist() == [-1, -1, 0, -1]  # only the image above 0.95 is recorded
-    # now beta_0 = 1 / max(1, 3 unused), so T_0 = M(1/3) * 0.95 = 0.19, T_1 = 0
-    assert module.flex.thresholds().tolist() == pytest.approx([0.95 * (1 / 3) / (5 / 3), 0.0])
+    assert module.flex.predictions.tolist() == [0, -1]  # only the image above 0.95 is recorded
+    # after the batch beta_0 = 1 / max(1, 1 unused) = 1: T_0 = 0.95 would have masked the second image
+    assert module.flex.thresholds().tolist() == pytest.approx([0.95, 0.0])
     with pytest.raises(RuntimeError, match="pool index"):
         module.training_loss(_batch([-1, -1]))
 
