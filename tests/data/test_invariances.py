@@ -210,10 +210,19 @@ def test_unknown_invariance_is_one_clear_error(cells_dir, tmp_path, capsys) -> N
     assert not (tmp_path / "r").exists()
 
 
-def test_cli_invariances_reach_the_run_and_its_augmentation(cells_dir, tmp_path, capsys) -> None:
+def test_cli_invariances_reach_the_run_and_its_augmentation(cells_dir, tmp_path, capsys, monkeypatch) -> None:
     from _shared import run_cli, train_args
 
+    from semicompact.data import datamodule
     from semicompact.training.run import load_run_data
+
+    seen = []
+
+    def recording(preset, vflip=False, invariances=None):
+        seen.append((preset, vflip, invariances))
+        return build_augmentation(preset, vflip=vflip, invariances=invariances)
+
+    monkeypatch.setattr(datamodule, "build_augmentation", recording)
 
     out = tmp_path / "xray"
     args = train_args(cells_dir, out, "--invariances", "vflip", "--max-steps", "3", "--head-steps", "1")
@@ -221,6 +230,7 @@ def test_cli_invariances_reach_the_run_and_its_augmentation(cells_dir, tmp_path,
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
     assert (config["invariances"], config["vflip"]) == (["vflip"], True)
+    assert seen and all(call == ("standard", True, ["vflip"]) for call in seen)  # the training run's
     flips = [type(m) for m in load_run_data(out).augment][:2]
     assert flips == [K.RandomVerticalFlip, K.RandomAffine]  # no left-right flip: it was not declared
 
@@ -239,3 +249,18 @@ def test_quarter_turn_views_only_where_rot90_is_declared() -> None:
     assert turned(rot90(x)) == turned(rot270(x)) == 4
     with pytest.raises(ValueError, match="square images"):
         rot90(torch.rand(1, 3, 8, 6))
+
+
+def test_fixmatch_and_mixmatch_modules_take_the_declared_invariances() -> None:
+    from semicompact.methods.fixmatch import FixMatchModule
+    from semicompact.methods.mixmatch import MixMatchModule
+    from semicompact.models import create_model
+
+    model = create_model("resnet18", 2)
+    fix = FixMatchModule(model, ["a", "b"], invariances=["rot90"])
+    assert isinstance(fix.weak[0], RandomGroupElement) and isinstance(fix.strong[0], RandomGroupElement)
+    assert fix.weak[0].elements == [(0, 0), (1, 0), (2, 0), (3, 0)]
+    mix = MixMatchModule(model, ["a", "b"], invariances=[])
+    assert not any(isinstance(m, (K.RandomHorizontalFlip, RandomGroupElement)) for m in mix.weak)
+    legacy = FixMatchModule(model, ["a", "b"], vflip=True)  # older callers: vflip only
+    assert [type(m) for m in legacy.weak][:2] == [K.RandomHorizontalFlip, K.RandomVerticalFlip]
