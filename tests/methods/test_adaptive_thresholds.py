@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -228,6 +229,22 @@ def test_softmatch_module_weights_aligned_probabilities_but_labels_from_the_raw_
     assert float(module.soft.mu) == pytest.approx(mu)
 
 
+@no_trainer
+def test_state_updates_use_every_ddp_process(monkeypatch) -> None:
+    """Under DDP the probabilities and pool indices of all processes update the state: here a fake
+    second process sends image 3, confidently class 1."""
+    from types import SimpleNamespace
+
+    module = _module("flexmatch", pool_size=4, threshold=0.95)
+    module._trainer = SimpleNamespace(world_size=2)
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    other = {torch.float32: torch.tensor([[0.01, 0.99], [0.5, 0.5]]), torch.int64: torch.tensor([3, 2])}
+    monkeypatch.setattr(module, "all_gather", lambda t: torch.stack([t, other[t.dtype]]))
+    _fixed_views(module, [[3.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]])
+    module.training_loss(_batch([0, 1]))
+    assert module.flex.predictions.tolist() == [0, -1, -1, 1]
+
+
 def test_published_defaults_and_listing() -> None:
     assert {"flexmatch", "freematch", "softmatch"} <= set(list_methods())
     flex = get_method("flexmatch").config
@@ -288,11 +305,15 @@ def _cli_args(data: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _state(run_dir: Path, prefix: str) -> dict[str, torch.Tensor]:
-    """The method's state in the run's last checkpoint (the current, not the EMA, model)."""
+def _state(run_dir: Path, prefix: str) -> dict[str, Any]:
+    """The method's state in the run's last checkpoint (the current, not the EMA, model), and its
+    ``global_step`` (Lightning writes last.ckpt only at validations that improved the best score)."""
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     state = checkpoint.get("current_model_state", checkpoint["state_dict"])
-    return {k: v for k, v in state.items() if k.startswith(prefix)}
+    return {
+        "global_step": checkpoint["global_step"],
+        **{k: v for k, v in state.items() if k.startswith(prefix)},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -325,9 +346,14 @@ def test_flexmatch_from_the_command_line(flex_cli: Path) -> None:
 
 @pytest.mark.parametrize(("name", "prefix"), [("freematch", "free."), ("softmatch", "soft.")])
 def test_freematch_and_softmatch_runs(cells_dir: Path, tmp_path: Path, name: str, prefix: str) -> None:
-    result = run_method(name, _config(cells_dir, tmp_path / name), {"mu": MU, "max_unlabelled": 40})
+    # FreeMatch with distribution alignment: the labelled prior (8 per class) as target, one update a step
+    extra = {"dist_align": True} if name == "freematch" else {}
+    result = run_method(name, _config(cells_dir, tmp_path / name), {"mu": MU, "max_unlabelled": 40, **extra})
     _check_cost(result.metrics)
     state = _state(result.run_dir, prefix)
+    align = _state(result.run_dir, "dist_align.")  # SoftMatch: uniform alignment
+    assert align["dist_align.target"].tolist() == pytest.approx([0.25] * 4)
+    assert int(align["dist_align.updates"]) == align["global_step"] > 0
     # the state moved away from its start (1/C, variance 1) and is in the checkpoint
     start = {"free.tau": 0.25, "soft.mu": 0.25, "soft.var": 1.0}
     moved = [k for k, v in state.items() if k in start and float(v) != pytest.approx(start[k], abs=1e-7)]
