@@ -62,7 +62,8 @@ def flexmatch_learning_effect(
     class c; beta_c = sigma_c / max(max_c sigma, N - sum sigma) with the threshold warm-up (the
     unused images count, so the thresholds rise from 0 while most images are unused), or
     sigma_c / max_c sigma without it. All zeros while nothing was selected (USB keeps its initial
-    zeros then, which is the same).
+    zeros then, which is the same). One difference in a degenerate case: when every pool image holds
+    the same class, USB skips the update and keeps the previous values; here that class gets 1.
     """
     used = predictions[predictions >= 0]
     sigma = torch.bincount(used, minlength=num_classes).to(torch.float32)
