@@ -148,4 +148,9 @@ def test_shipped_recipes_parse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     from semicompact.methods import list_methods, method_class
 
     shipped = {n for n in list_methods() if method_class(n).__module__.startswith("semicompact.")}
-    assert {m.name for m in study.methods} == shipped  # every available method
+    paper = {"supervised", "plain_distillation", "data_distillation", "model_distillation"}
+    paper |= {"model_data_distillation", "fixmatch", "mixmatch", "kd"}
+    assert {m.name for m in study.methods} == paper  # the seed paper's rows (+ KD), as published
+    extra = load_recipe(root / "ssl_medmnist_64_issue17.yaml")
+    assert {m.name for m in extra.methods} | paper == shipped  # every other method is an added row
+    assert {m.name for m in extra.methods} - paper  # ...and there are some
