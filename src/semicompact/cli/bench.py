@@ -100,7 +100,11 @@ def bench(
     console.print(
         f"{summary.done} run(s) done, {summary.skipped} skipped (finished earlier), "
         f"{len(summary.failed)} failed, in {summary.elapsed_s:.0f} s; results in {out}"
-        + (f" ({len(summary.elsewhere)} left to other bench processes running them)" if summary.elsewhere else "")
+        + (
+            f" ({len(summary.elsewhere)} left to other bench processes running them)"
+            if summary.elsewhere
+            else ""
+        )
     )
     for run_id in summary.failed:
         console.print(f"[red]failed:[/] {run_id} (see {out / 'runs' / run_id / 'bench_result.json'})")
