@@ -245,3 +245,13 @@ def test_lr_range_test_leaves_the_model_unchanged(cells_dir: Path) -> None:
     assert all(torch.equal(before[k], v) for k, v in module.model.state_dict().items())
     assert rates == sorted(rates) and len(rates) == len(losses) >= 10
     assert suggestion == rates[losses.index(min(losses))] / 10
+
+
+def test_last_checkpoint_is_the_latest_validation(cells_dir: Path, tmp_path: Path) -> None:
+    """--resume starts from the latest validation, not from the best one (Lightning's save_last only
+    writes when the monitored score improves; a deliberately unlearnable rate makes it stop improving)."""
+    result = fit(cfg(cells_dir, tmp_path / "r", max_steps=12, val_every=2, early_stopping=False, lr=5.0))
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(result.run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 12
+    assert best["global_step"] < 12  # the case the old save_last got wrong

@@ -275,7 +275,17 @@ def _trainer(
             monitor=f"val/{config.monitor}",
             mode=mode,
             save_top_k=1,
-            save_last=True,
+            enable_version_counter=False,
+        )
+    )
+    # last.ckpt after EVERY validation: Lightning's save_last writes it only when the monitored best
+    # improves, so --resume could go back to an early step; with no monitor, top-1 is the latest
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            monitor=None,
+            save_top_k=1,
             enable_version_counter=False,
         )
     )
