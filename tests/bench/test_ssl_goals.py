@@ -68,3 +68,24 @@ def test_cost_section_shows_steps_and_says_when_they_differ(goals) -> None:
     assert "| supervised | 600 | - | - | 0 | - | - |" in text
     frame.loc[(frame["method"] == "plain") & (frame["dataset"] == "b"), "optimizer_steps"] = 2400
     assert "**not equal** in some cells" in "\n".join(goals.cost_section(frame, "net"))
+
+
+def test_issue17_goals_gain_on_every_dataset_and_safe_default(goals) -> None:
+    scores = dict(BASE)
+    scores |= {("big", "a", s): 80.0 + s for s in (0, 1, 2)}  # +10 on a
+    scores |= {("big", "b", s): 69.0 + s for s in (0, 1, 2)}  # -1 on b: not a gain on every dataset
+    scores |= {("steady", d, s): 74.0 + s for d in ("a", "b") for s in (0, 1, 2)}  # +4 everywhere
+    scores |= {("shaky", d, s): 75.0 + s - 2 * (s == 1) * 4 for d in ("a", "b") for s in (0, 1, 2)}
+    text = "\n".join(goals.model_section(pairs(scores), "net", "supervised"))
+    # "big" has the best mean (+4.5) but is below on b: the issue-17 gain goes to "steady" (+4.0)
+    assert (
+        "| best method >= +3 points on average and >= the base on every dataset (issue 17) | steady +4.0 | yes |"
+        in text
+    )
+    # "shaky" is +5 on seeds 0 and 2 but -3 on seed 1: only "steady" is a safe default
+    assert "(issue 17's safe default) | steady (+4.0) | yes |" in text
+    worse = {k: (v - 5.0 if k[0] == "steady" else v) for k, v in scores.items()}  # steady -1 everywhere
+    text = "\n".join(goals.model_section(pairs(worse), "net", "supervised"))
+    # "shaky" is now the only one at or above on every dataset (mean over seeds), but only +2.3
+    assert "on every dataset (issue 17) | shaky +2.3 | **no** |" in text
+    assert "(issue 17's safe default) | none; closest big (worst pair -1.0) | **no** |" in text
