@@ -73,18 +73,6 @@ class AdaptiveConsistencyModule(FixMatchModule):
             return tensor
         return self.all_gather(tensor).flatten(0, 1)
 
-    def views(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(supervised loss, weak logits, strong logits); no unlabelled logits for an empty pool batch."""
-        (xl, yl), (xu, _) = batch["x"], batch["u"]
-        n, m = xl.shape[0], xu.shape[0]
-        with torch.no_grad():
-            weak, strong = self.weak(xu), self.strong(xu)
-        logits = self(torch.cat([xl, weak, strong]))
-        supervised = self.criterion(logits[:n], yl)
-        if m == 0:
-            return supervised, None, None
-        return supervised, logits[n : n + m], logits[n + m :]
-
     def weak_probs(self, weak_logits: torch.Tensor) -> torch.Tensor:
         probs = weak_logits.detach().softmax(dim=1)
         if self.dist_align is None:

@@ -32,7 +32,9 @@ class FixMatchModule(SemiSupervisedModule):
         self.weak = weak_augment(vflip=vflip, invariances=invariances)
         self.strong = strong_augment(vflip=vflip, invariances=invariances)
 
-    def training_loss(self, batch: Any) -> torch.Tensor:
+    def views(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(supervised loss, weak logits, strong logits) from one forward pass over labelled + both
+        views; no unlabelled logits for an empty pool batch."""
         (xl, yl), (xu, _) = batch["x"], batch["u"]
         n, m = xl.shape[0], xu.shape[0]
         with torch.no_grad():
@@ -40,8 +42,15 @@ class FixMatchModule(SemiSupervisedModule):
         logits = self(torch.cat([xl, weak, strong]))
         supervised = self.criterion(logits[:n], yl)
         if m == 0:
+            return supervised, None, None
+        return supervised, logits[n : n + m], logits[n + m :]
+
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        supervised, weak, strong = self.views(batch)
+        if weak is None or strong is None:
             return supervised
-        unsupervised, mask = fixmatch_unlabelled_loss(logits[n : n + m], logits[n + m :], self.threshold)
+        m = weak.shape[0]
+        unsupervised, mask = fixmatch_unlabelled_loss(weak, strong, self.threshold)
         self.log("train/mask_rate", mask.mean(), on_step=False, on_epoch=True, batch_size=m)
         self.log("train/loss_u", unsupervised, on_step=False, on_epoch=True, batch_size=m)
         return supervised + self.lambda_u * unsupervised
