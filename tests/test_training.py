@@ -106,6 +106,16 @@ def test_resume_without_run_is_refused(cells_dir: Path, tmp_path: Path) -> None:
         fit(cfg(cells_dir, tmp_path / "none"), resume=True)
 
 
+def test_resume_keeps_what_it_learns_but_takes_the_folder_it_is_in() -> None:
+    """A run folder copied off a cluster is resumed where it is now, with its stored settings."""
+    from semicompact.training.rundir import with_resume_safe
+
+    stored = TrainConfig(data="d", out="/cluster/run", lr=0.01, progress=False)
+    given = TrainConfig(data="d", out="/home/me/run", lr=0.5, progress=True)
+    resumed = with_resume_safe(stored, given)
+    assert (resumed.out, resumed.lr, resumed.progress) == ("/home/me/run", 0.01, True)
+
+
 def test_two_stage_freezes_body_then_trains_it(cells_dir: Path, tmp_path: Path) -> None:
     """Stage 1 leaves every non-BN body weight untouched; stage 2 changes them."""
     from semicompact.models import create_model

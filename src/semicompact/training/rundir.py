@@ -122,8 +122,9 @@ def clear_failed_start(run_dir: Path) -> bool:
 
 
 def with_resume_safe(stored: TrainConfig, given: TrainConfig) -> TrainConfig:
-    """The stored configuration with the :data:`RESUME_SAFE` options of ``given``."""
-    for name in RESUME_SAFE:
+    """The stored configuration with the :data:`RESUME_SAFE` options of ``given``, and its ``out``:
+    a run folder moved or copied elsewhere (off a cluster) is resumed where it is now."""
+    for name in (*RESUME_SAFE, "out"):
         setattr(stored, name, getattr(given, name))
     return stored
 
