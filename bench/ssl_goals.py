@@ -8,7 +8,10 @@ the baseline method in points, and the goals:
 - FixMatch and MixMatch never more than 1 point below the baseline on any dataset (issue 5);
 - the best method at least +3 points on average AND at or above the baseline on every dataset
   (issue 17, meaningful only for an equal-budget grid: see the cost section);
-- some method at or above the baseline on every dataset with every seed: the safe default (issue 17).
+- some method at or above the baseline on every dataset with every seed: the safe default (issue 17);
+- the student's best method at or above each of its teacher networks trained supervised on the same
+  labels and budget (issue 17): the teacher's score is its ``supervised`` row when the grid trains
+  that network as a student too, else its cached teacher run (``runs/teachers/``).
 
 Only (dataset, seed) pairs where both the method and the baseline finished are compared, so a
 partly run grid gives honest partial numbers (the seeds used are listed).
@@ -20,6 +23,7 @@ partly run grid gives honest partial numbers (the seeds used are listed).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -139,6 +143,61 @@ def issue17_goals(others: dict[str, tuple], verdict: str, note: str) -> list[str
     ]
 
 
+def teacher_scores(bench: Path, metric: str, baseline: str) -> pd.DataFrame:
+    """(network, dataset, seed, score in points) of every network trained supervised in ``bench``:
+    the baseline rows, and the cached teacher runs (matched to datasets by their data file)."""
+    done = pd.DataFrame(collect(bench).done)
+    base = done[done["method"] == baseline]
+    rows = [
+        {"network": n, "dataset": d, "seed": sd, "score": 100 * v}
+        for n, d, sd, v in zip(base["model_name"], base["dataset"], base["seed"], base[metric], strict=True)
+    ]
+    datasets = {}  # data file -> dataset name, from the finished runs
+    for run_dir, name in zip(done["run_dir"], done["dataset"], strict=True):
+        config = Path(run_dir) / "config.json"
+        if config.is_file():
+            datasets[Path(json.loads(config.read_text())["data"]).name] = name
+    for teacher in sorted((bench / "runs" / "teachers").glob("*/metrics.json")):
+        config = json.loads((teacher.parent / "config.json").read_text())
+        name = datasets.get(Path(config["data"]).name)
+        score = json.loads(teacher.read_text()).get("test", {}).get(metric)
+        if name is not None and score is not None:
+            network, seed = config["model"], config["seed"]
+            rows.append({"network": network, "dataset": name, "seed": seed, "score": 100 * score})
+    table = pd.DataFrame(rows, columns=["network", "dataset", "seed", "score"])
+    return table.drop_duplicates(["network", "dataset", "seed"])  # a baseline row wins over its cache
+
+
+def teacher_section(pairs: pd.DataFrame, teachers: pd.DataFrame, model: str, baseline: str) -> list[str]:
+    """The student's best method (by mean change) against each teacher network trained supervised
+    on the same labels, over the (dataset, seed) pairs both have."""
+    sub = pairs[(pairs["model"] == model) & (pairs["method"] != baseline)]
+    if sub.empty or teachers.empty:
+        return []
+    best = sub.groupby(["method", "dataset"])["change"].mean().groupby("method").mean().idxmax()
+    ours = sub[sub["method"] == best][["dataset", "seed", "score"]]
+    lines = [
+        f"Student vs teacher (issue 17): {model} trained with its best method ({best}) against each "
+        "teacher network trained supervised on the same labels and step budget.",
+        "",
+        "| teacher network | datasets (seeds) | teacher | student | change | reached |",
+        "|---|---|---|---|---|---|",
+    ]
+    for network in sorted(set(teachers["network"])):
+        theirs = teachers[teachers["network"] == network]
+        both = ours.merge(theirs, on=["dataset", "seed"], suffixes=("", "_t"))
+        if both.empty:
+            continue
+        student = both.groupby("dataset")["score"].mean().mean()
+        teacher = both.groupby("dataset")["score_t"].mean().mean()
+        where = ", ".join(f"{d} ({len(g)})" for d, g in both.groupby("dataset"))
+        reached = "yes" if student >= teacher else "**no**"
+        lines.append(
+            f"| {network} | {where} | {teacher:.1f} | {student:.1f} | {student - teacher:+.1f} | {reached} |"
+        )
+    return [*lines, ""]
+
+
 COST_COLUMNS = {
     "optimizer_steps": "steps",
     "teacher_steps": "teacher steps",
@@ -180,9 +239,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     pairs = paired_scores(args.bench, args.metric, args.baseline)
+    teachers = teacher_scores(args.bench, args.metric, args.baseline)
     lines = [f"# Semi-supervised goals: {args.bench} ({args.metric})", ""]
     for model in dict.fromkeys(pairs["model"]):
         lines += model_section(pairs, model, args.baseline)
+        lines += teacher_section(pairs, teachers, model, args.baseline)
         lines += cost_section(pairs, model)
     text = "\n".join(lines)
     if args.out:

@@ -14,6 +14,23 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 
 
+class Killed(Exception):
+    """Raised by :class:`Interrupt`: a process killed in the middle of training."""
+
+
+def Interrupt(at: int):  # reads as the callback class it returns
+    """A callback that raises :class:`Killed` before optimiser step ``at``; checkpoints written
+    until then stay, as after ``kill -9``."""
+    import lightning as L
+
+    class _Interrupt(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+            if trainer.global_step == at:
+                raise Killed
+
+    return _Interrupt()
+
+
 def shared_dir() -> Path:
     """``../shared`` beside the checkout (override with SEMICOMPACT_SHARED)."""
     return Path(os.environ.get("SEMICOMPACT_SHARED", REPO.parent / "shared"))

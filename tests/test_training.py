@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _shared import train_args
+from _shared import Interrupt, Killed, train_args
 
 from semicompact.artifacts import load_model
 from semicompact.errors import ConfigError
@@ -205,6 +205,28 @@ def test_resume_after_kill_9_matches_uninterrupted_run(trained, cells_dir: Path,
 
     assert (run / "logs" / "resume-1" / "metrics.csv").is_file()  # the first part's log is kept
     assert [e for e, _ in read_epoch_metrics(run / "logs")["val/macro_f1"]] == [0, 1, 2, 3]
+
+
+def test_resume_from_the_middle_of_an_epoch_matches_the_uninterrupted_run(
+    cells_dir: Path, tmp_path: Path
+) -> None:
+    """A step-budgeted run validates (and writes last.ckpt) every 3 steps of 4-batch epochs: resumed
+    from step 3, the rest of that epoch's batches come back in order, and the result is the same."""
+    from semicompact.training.run import FitHooks
+
+    budget = dict(n_labelled=10, max_steps=10, head_steps=2, early_stopping=False, batch_size=8, val_every=3)
+    whole = fit(cfg(cells_dir, tmp_path / "whole", **budget), hooks=FitHooks())
+    run = tmp_path / "cut"
+    with pytest.raises(Killed):
+        fit(cfg(cells_dir, run, **budget), hooks=FitHooks(callbacks=[Interrupt(at=5)]))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (
+        ckpt["global_step"] == 3
+        and ckpt["global_step"] % whole.metrics["schedule"]["labelled_steps_per_epoch"]
+    )
+    resumed = fit(cfg(cells_dir, run, **budget), resume=True, hooks=FitHooks())
+    assert resumed.metrics["cost"]["optimizer_steps"] == 10
+    assert resumed.metrics["test"] == whole.metrics["test"]
 
 
 def test_ddp_two_cpu_processes(cells_dir: Path, tmp_path: Path) -> None:

@@ -89,3 +89,19 @@ def test_issue17_goals_gain_on_every_dataset_and_safe_default(goals) -> None:
     # "shaky" is now the only one at or above on every dataset (mean over seeds), but only +2.3
     assert "on every dataset (issue 17) | shaky +2.3 | **no** |" in text
     assert "(issue 17's safe default) | none; closest big (worst pair -1.0) | **no** |" in text
+
+
+def test_student_against_its_teachers_trained_supervised(goals) -> None:
+    scores = dict(BASE)
+    scores |= {("steady", d, s): 74.0 + s for d in ("a", "b") for s in (0, 1, 2)}  # +4: the best
+    scores |= {("weak", d, s): 71.0 + s for d in ("a", "b") for s in (0, 1, 2)}
+    teachers = pd.DataFrame(
+        [{"network": "big", "dataset": d, "seed": s, "score": 76.0 + s} for d in ("a", "b") for s in (0, 1)]
+        + [{"network": "small", "dataset": "a", "seed": s, "score": 73.0 + s} for s in (0, 1, 2)]
+    )
+    text = "\n".join(goals.teacher_section(pairs(scores), teachers, "net", "supervised"))
+    assert "its best method (steady)" in text
+    # only the (dataset, seed) pairs both have: big over seeds 0-1, small on dataset a only
+    assert "| big | a (2), b (2) | 76.5 | 74.5 | -2.0 | **no** |" in text
+    assert "| small | a (3) | 74.0 | 75.0 | +1.0 | yes |" in text
+    assert goals.teacher_section(pairs(scores), teachers.iloc[:0], "net", "supervised") == []

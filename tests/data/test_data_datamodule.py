@@ -217,3 +217,22 @@ def test_epoch_length_labelled_keeps_steps_independent_of_the_pool(make_folder, 
     assert len(batches) == steps
     seen = {tuple(b["u"][0][i].flatten()[:64].tolist()) for b in batches for i in range(4)}
     assert len(seen) == 4 * steps  # unlabelled images are not repeated within an epoch
+
+
+def test_resumable_loader_continues_a_pass_where_its_checkpoint_left_it(folder_dm) -> None:
+    """The state Lightning checkpoints mid-epoch brings back the rest of the same pass, no more."""
+    whole = _all_batches(folder_dm.train_dataloader())
+    loader = folder_dm.train_dataloader()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedImageWarning)
+        it = iter(loader)
+        next(it)
+        state = loader.state_dict()
+        assert state == {"batches": 1}
+        list(it)
+    assert loader.state_dict() == {"batches": 0}  # a finished pass: the next one starts afresh
+    fresh = folder_dm.train_dataloader()
+    fresh.load_state_dict(state)
+    rest = _all_batches(fresh)
+    assert len(rest) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(rest, whole[1:], strict=True))
+    assert len(_all_batches(fresh)) == 3  # the skip applies to the resumed pass only

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _shared import method_config
+import torch
+from _shared import Interrupt, Killed, method_config
 
 from semicompact.cli.main import main as cli_main
 from semicompact.methods import run_method
@@ -213,6 +214,36 @@ def test_fixmatch_resumes_after_kill_with_the_same_result(cells_dir: Path, tmp_p
     b = json.loads((cut / "metrics.json").read_text())["test"]
     assert a["confusion_matrix"] == b["confusion_matrix"]
     assert a["macro_f1"] == pytest.approx(b["macro_f1"], abs=1e-6)
+
+
+def test_fixmatch_resumes_from_the_middle_of_an_epoch_with_the_same_result(
+    cells_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoint at step 3 of 4-step epochs, the unlabelled loader in its second cycle (2 batches
+    of 16 from 40 images): both loaders continue where they were, and the result is the same."""
+    from semicompact.training import run as run_mod
+
+    budget = dict(n_labelled=10, max_steps=10, head_steps=2, early_stopping=False, batch_size=8, val_every=3)
+    options = {"mu": 2, "max_unlabelled": 40}
+    whole = run_method("fixmatch", _config(cells_dir, tmp_path / "whole", **budget), options)
+    trainer = run_mod._trainer
+
+    def interrupted(*args, extra_callbacks=None, **kw):
+        return trainer(*args, extra_callbacks=[*(extra_callbacks or []), Interrupt(at=5)], **kw)
+
+    monkeypatch.setattr(run_mod, "_trainer", interrupted)
+    with pytest.raises(Killed):
+        run_method("fixmatch", _config(cells_dir, tmp_path / "cut", **budget), options)
+    monkeypatch.setattr(run_mod, "_trainer", trainer)
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"batches": 3}, {"batches": 1}]
+    resumed = run_method("fixmatch", _config(cells_dir, tmp_path / "cut", **budget), options, resume=True)
+    assert resumed.metrics["cost"] == {
+        **whole.metrics["cost"],
+        "wall_time_s": resumed.metrics["cost"]["wall_time_s"],
+    }
+    assert resumed.metrics["test"] == whole.metrics["test"]
 
 
 def test_kd_trains_from_a_finished_teacher_run_and_reloads_its_checkpoint(

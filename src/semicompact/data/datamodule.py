@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from semicompact.data.datasets import ImageDataset, SkipCollate, read_skip_log
 from semicompact.data.sources import DataSource
@@ -47,6 +47,59 @@ class EpochSeededSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class SkippingBatchSampler(BatchSampler):
+    """A batch sampler whose next pass can start ``skip`` batches in, drawing no image for them.
+
+    Skipping index lists, not loaded batches, keeps a resumed pass from decoding images it will not
+    use and from touching any random generator. Lightning re-creates it around its distributed
+    sampler under DDP (same signature as :class:`BatchSampler`), so each rank skips its own batches.
+    """
+
+    def __init__(self, sampler: Any, batch_size: int, drop_last: bool) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self.skip = self.skip, 0
+        for k, batch in enumerate(super().__iter__()):
+            if k >= skip:
+                yield batch
+
+
+class ResumableLoader(DataLoader):
+    """A loader that Lightning checkpoints mid-epoch (its ``state_dict`` / ``load_state_dict``).
+
+    Without it, a run resumed from a checkpoint written in the middle of an epoch (runs budgeted in
+    steps validate every few steps) starts the epoch's order again and trains on other batches than
+    the run that was never interrupted. The state is the number of batches this pass has handed out;
+    the epoch's order itself comes back from :class:`EpochSeededSampler` (seed, epoch).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_out = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler = self.batch_sampler
+        start = sampler.skip if isinstance(sampler, SkippingBatchSampler) else 0
+        self.batches_out = start
+        state = torch.get_rng_state() if start else None
+        iterator = super().__iter__()
+        if state is not None:  # this pass drew its seed before the checkpoint: do not draw it twice
+            torch.set_rng_state(state)
+        for batch in iterator:
+            self.batches_out += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        # a finished pass is no position: the next one (next epoch or cycle) starts at its beginning
+        return {"batches": 0 if self.batches_out >= len(self) else self.batches_out}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if isinstance(self.batch_sampler, SkippingBatchSampler):
+            self.batch_sampler.skip = int(state.get("batches", 0))
 
 
 class SemiCompactDataModule(L.LightningDataModule):
@@ -109,17 +162,17 @@ class SemiCompactDataModule(L.LightningDataModule):
         num_samples: int | None = None,
     ) -> DataLoader:
         offset = {"train": 0, "unlabelled": 1}.get(name, 2)
-        sampler = EpochSeededSampler(len(entries), self.seed * 10 + offset, num_samples) if shuffle else None
-        return DataLoader(
-            self.dataset(entries),
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
+        common: dict[str, Any] = dict(
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=SkipCollate(self.image_size),
             pin_memory=torch.cuda.is_available(),
         )
+        if not shuffle:
+            return DataLoader(self.dataset(entries), batch_size=batch_size, drop_last=drop_last, **common)
+        sampler = EpochSeededSampler(len(entries), self.seed * 10 + offset, num_samples)
+        batches = SkippingBatchSampler(sampler, batch_size, drop_last)
+        return ResumableLoader(self.dataset(entries), batch_sampler=batches, **common)
 
     # ------------------------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
