@@ -6,6 +6,7 @@ path is exercised by test_grid_kill.py.
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from semicompact.io import write_json
 from semicompact.methods.base import _METHODS, Method, register_method
 from semicompact.report.collect import collect
 from semicompact.training.config import TrainConfig
+from semicompact.training.rundir import claim
 from semicompact.training.run import RunResult
 
 CALLS: list[tuple[str, bool]] = []
@@ -33,12 +35,14 @@ CALLS: list[tuple[str, bool]] = []
 class FakeMethod(Method):
     """Writes config.json then metrics.json; the score depends on seed and model only."""
 
-    options: ClassVar[dict[str, Any]] = {"fail_seed": -1, "bonus": 0.0}
+    options: ClassVar[dict[str, Any]] = {"fail_seed": -1, "bonus": 0.0, "claim": False}
 
     def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
         out = Path(train.out)
         CALLS.append((out.name, resume))
         out.mkdir(parents=True, exist_ok=True)
+        if self.config["claim"]:
+            claim(out)  # as a real run does; only a finished run releases it
         write_json(out / "config.json", train.to_dict())
         if train.seed == self.config["fail_seed"]:
             raise DataError(f"seed {train.seed} is cursed")
@@ -136,6 +140,16 @@ def test_failure_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
     CALLS.clear()
     no_retry = run_grid(load_recipe(path), out, console=quiet(), retry_failed=False)
     assert CALLS == [] and len(no_retry.failed) == 2
+
+
+def test_a_failed_run_leaves_its_folder_unlocked_for_another_bench_process(tmp_path: Path) -> None:
+    """A failed run never reaches the run's own release; the grid gives its folder lock back, or a
+    second bench process on the same folder (sharing its queue) could not retry it."""
+    path = recipe_file(tmp_path, methods=[{"name": "fake_bench", "options": {"fail_seed": 1, "claim": True}}])
+    out = tmp_path / "out"
+    run_grid(load_recipe(path), out, console=quiet())
+    with open(out / "runs" / "d__resnet18__fake_bench__s1" / ".lock", "a+") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if still held
 
 
 def test_recipe_slices_into_one_folder_add_up(tmp_path: Path) -> None:

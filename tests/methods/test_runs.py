@@ -77,6 +77,29 @@ def test_self_training_writes_pseudo_labels_and_reuses_its_teacher(
     assert tta.metrics["test"]["n"] == plain.metrics["test"]["n"]
 
 
+def test_a_cached_teacher_without_its_weights_is_trained_again(
+    cells_dir: Path, tmp_path: Path, teachers: dict[str, str], capsys
+) -> None:
+    """A results folder cloned from git keeps the teachers' records (metrics.json, config.json) but
+    not their weights: the teacher is trained again, with the same settings and so the same scores."""
+    run_method("plain_distillation", _config(cells_dir, tmp_path / "first"), teachers)
+    (kept,) = [t for t in Path(teachers["teacher_cache"]).iterdir() if t.is_dir()]
+    clone = tmp_path / "clone" / kept.name
+    clone.mkdir(parents=True)
+    for name in ("metrics.json", "config.json"):  # what .gitignore keeps of a teacher
+        (clone / name).write_bytes((kept / name).read_bytes())
+    capsys.readouterr()
+    run_method(
+        "plain_distillation",
+        _config(cells_dir, tmp_path / "second"),
+        {**teachers, "teacher_cache": str(clone.parent)},
+    )
+    assert "has its record but not its weights; training it again" in " ".join(capsys.readouterr().err.split())
+    assert (clone / "best.safetensors").is_file()
+    again = json.loads((clone / "metrics.json").read_text())["test"]
+    assert again["macro_f1"] == json.loads((kept / "metrics.json").read_text())["test"]["macro_f1"]
+
+
 def test_self_training_says_when_no_pseudo_label_is_selected(
     cells_dir: Path, tmp_path: Path, capsys, teachers: dict[str, str]
 ) -> None:

@@ -98,6 +98,20 @@ def test_a_second_run_reuses_the_cached_teacher(
     assert metrics["teacher"]["run_dir"] == str(teacher)
 
 
+def test_a_cached_ssl_teacher_without_its_weights_is_trained_again(
+    first, cells_dir: Path, cache: Path, tmp_path: Path, capsys
+) -> None:
+    (teacher,) = [t for t in _teacher_runs(cache) if t.name.startswith("fixmatch-")]
+    clone = tmp_path / "clone" / teacher.name
+    clone.mkdir(parents=True)
+    for name in ("metrics.json", "config.json"):  # what .gitignore keeps of a teacher
+        (clone / name).write_bytes((teacher / name).read_bytes())
+    capsys.readouterr()
+    run_method("ssl_kd", _config(cells_dir, tmp_path / "s"), {**OPTIONS, "teacher_cache": str(clone.parent)})
+    assert "has its record but not its weights; training it again" in " ".join(capsys.readouterr().err.split())
+    assert (clone / "best.safetensors").is_file()
+
+
 def test_another_teacher_method_gets_its_own_cache_entry(
     first, cells_dir: Path, cache: Path, tmp_path: Path
 ) -> None:

@@ -31,6 +31,7 @@ from rich.console import Console
 
 from ..errors import ConfigError
 from ..io import write_json
+from ..training.rundir import release_under
 from .environment import environment
 from .recipe import Recipe, RunSpec, shard_runs
 from .threads import ThreadPlan, plan_threads
@@ -315,6 +316,7 @@ def run_grid(
                 soft_wrap=True,
             )
         finally:
+            release_under(folder)
             hold.close()
     summary.elapsed_s = time.perf_counter() - start
     write_json(out / f"failures-{shard[0]}of{shard[1]}.json", failures)

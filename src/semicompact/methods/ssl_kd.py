@@ -35,7 +35,7 @@ from .base import Method, get_method, method_class, register_method
 from .consistency import POOL_OPTIONS, pool_datamodule
 from .kd import DistillationModule
 from .self_training import start_run, teacher_cache
-from .teachers import _locked, load_teachers, runs_cost, teacher_config, teacher_key
+from .teachers import _locked, load_teachers, reusable, runs_cost, teacher_config, teacher_key
 
 console = Console(stderr=True)
 
@@ -198,8 +198,7 @@ def train_ssl_teacher(
     config = ssl_teacher_config(train, c, split)
     run_dir = ssl_teacher_dir(config, method, options, cache)
     with _locked(cache / f".{run_dir.name}.lock"):
-        if (run_dir / "metrics.json").is_file():
-            console.print(f"teacher {config.model} ({method}): reusing {run_dir}")
+        if reusable(run_dir, f"{config.model} ({method})"):
             return run_dir
         resume = (run_dir / "method.json").is_file()
         console.print(

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -60,13 +61,26 @@ def teacher_key(config: TrainConfig, split_sha: str) -> str:
     return f"{config.model}-{digest}"
 
 
+def reusable(run_dir: Path, name: str) -> bool:
+    """A finished teacher with its weights. A results folder cloned or copied without its weights
+    (git ignores them; only the teachers' records are committed) keeps ``metrics.json`` but cannot
+    teach: its folder is cleared and the teacher trained again (same key, so the same settings)."""
+    if not (run_dir / "metrics.json").is_file():
+        return False
+    if (run_dir / "best.safetensors").is_file():
+        console.print(f"teacher {name}: reusing {run_dir}")
+        return True
+    console.print(f"teacher {name}: {run_dir} has its record but not its weights; training it again")
+    shutil.rmtree(run_dir)
+    return False
+
+
 def train_teacher(config: TrainConfig, cache: Path) -> Path:
     """Train (or reuse, or resume) one teacher; returns its run folder."""
     split_sha = hashlib.sha256(Path(config.split or "").read_bytes()).hexdigest() if config.split else ""
     run_dir = cache / teacher_key(config, split_sha)
     with _locked(cache / f".{run_dir.name}.lock"):
-        if (run_dir / "metrics.json").is_file():
-            console.print(f"teacher {config.model}: reusing {run_dir}")
+        if reusable(run_dir, config.model):
             return run_dir
         resume = (run_dir / "config.json").is_file()
         console.print(f"teacher {config.model}: {'resuming' if resume else 'training'} in {run_dir}")

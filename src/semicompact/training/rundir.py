@@ -75,6 +75,15 @@ def release(run_dir: Path) -> None:
         handle.close()
 
 
+def release_under(folder: Path) -> None:
+    """Give back every run-folder lock this process holds in ``folder`` (a failed run never reaches
+    ``release``; a long-lived process such as ``bench`` would otherwise keep the folder locked and
+    a second bench process retrying that run would be refused)."""
+    root = str(folder.resolve())
+    for key in [k for k in _HELD if k == root or k.startswith(root + "/")]:
+        release(Path(key))
+
+
 def run_started(run_dir: Path) -> bool:
     """True once training wrote a checkpoint or the run finished (also inside self-training rounds)."""
     patterns = ("metrics.json", "checkpoints/*.ckpt", "rounds/*/metrics.json", "rounds/*/checkpoints/*.ckpt")
