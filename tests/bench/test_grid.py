@@ -26,8 +26,8 @@ from semicompact.io import write_json
 from semicompact.methods.base import _METHODS, Method, register_method
 from semicompact.report.collect import collect
 from semicompact.training.config import TrainConfig
-from semicompact.training.rundir import claim
 from semicompact.training.run import RunResult
+from semicompact.training.rundir import claim
 
 CALLS: list[tuple[str, bool]] = []
 

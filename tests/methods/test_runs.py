@@ -94,7 +94,8 @@ def test_a_cached_teacher_without_its_weights_is_trained_again(
         _config(cells_dir, tmp_path / "second"),
         {**teachers, "teacher_cache": str(clone.parent)},
     )
-    assert "has its record but not its weights; training it again" in " ".join(capsys.readouterr().err.split())
+    err = " ".join(capsys.readouterr().err.split())
+    assert "has its record but not its weights; training it again" in err
     assert (clone / "best.safetensors").is_file()
     again = json.loads((clone / "metrics.json").read_text())["test"]
     assert again["macro_f1"] == json.loads((kept / "metrics.json").read_text())["test"]["macro_f1"]

@@ -108,7 +108,8 @@ def test_a_cached_ssl_teacher_without_its_weights_is_trained_again(
         (clone / name).write_bytes((teacher / name).read_bytes())
     capsys.readouterr()
     run_method("ssl_kd", _config(cells_dir, tmp_path / "s"), {**OPTIONS, "teacher_cache": str(clone.parent)})
-    assert "has its record but not its weights; training it again" in " ".join(capsys.readouterr().err.split())
+    err = " ".join(capsys.readouterr().err.split())
+    assert "has its record but not its weights; training it again" in err
     assert (clone / "best.safetensors").is_file()
 
 
