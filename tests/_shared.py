@@ -101,3 +101,13 @@ def method_config(data: Path, out: Path, **kw: object) -> TrainConfig:
     )
     values.update(kw)
     return TrainConfig(**values)
+
+
+def clone_teacher_record(teacher: Path, root: Path) -> Path:
+    """A copy of a cached teacher as a git clone of a results folder has it: its record
+    (``metrics.json``, ``config.json``, what .gitignore keeps), not its weights."""
+    clone = root / teacher.name
+    clone.mkdir(parents=True)
+    for name in ("metrics.json", "config.json"):
+        (clone / name).write_bytes((teacher / name).read_bytes())
+    return clone

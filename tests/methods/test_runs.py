@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _shared import Interrupt, Killed, method_config
+from _shared import Interrupt, Killed, clone_teacher_record, method_config
 
 from semicompact.cli.main import main as cli_main
 from semicompact.methods import run_method
@@ -84,10 +84,7 @@ def test_a_cached_teacher_without_its_weights_is_trained_again(
     not their weights: the teacher is trained again, with the same settings and so the same scores."""
     run_method("plain_distillation", _config(cells_dir, tmp_path / "first"), teachers)
     (kept,) = [t for t in Path(teachers["teacher_cache"]).iterdir() if t.is_dir()]
-    clone = tmp_path / "clone" / kept.name
-    clone.mkdir(parents=True)
-    for name in ("metrics.json", "config.json"):  # what .gitignore keeps of a teacher
-        (clone / name).write_bytes((kept / name).read_bytes())
+    clone = clone_teacher_record(kept, tmp_path / "clone")
     capsys.readouterr()
     run_method(
         "plain_distillation",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _shared import method_config, run_cli
+from _shared import clone_teacher_record, method_config, run_cli
 
 from semicompact.data.tta import build_tta
 from semicompact.errors import ConfigError, SemicompactError
@@ -102,10 +102,7 @@ def test_a_cached_ssl_teacher_without_its_weights_is_trained_again(
     first, cells_dir: Path, cache: Path, tmp_path: Path, capsys
 ) -> None:
     (teacher,) = [t for t in _teacher_runs(cache) if t.name.startswith("fixmatch-")]
-    clone = tmp_path / "clone" / teacher.name
-    clone.mkdir(parents=True)
-    for name in ("metrics.json", "config.json"):  # what .gitignore keeps of a teacher
-        (clone / name).write_bytes((teacher / name).read_bytes())
+    clone = clone_teacher_record(teacher, tmp_path / "clone")
     capsys.readouterr()
     run_method("ssl_kd", _config(cells_dir, tmp_path / "s"), {**OPTIONS, "teacher_cache": str(clone.parent)})
     err = " ".join(capsys.readouterr().err.split())
