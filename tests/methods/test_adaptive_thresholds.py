@@ -1,4 +1,4 @@
-"""FlexMatch, FreeMatch and SoftMatch: each rule on hand-computed tensors, the modules' wiring
+"""FlexMatch, FreeMatch, SoftMatch and DebiasPL: each rule on hand-computed tensors, the modules' wiring
 (what is updated before what), and short runs (cost, CLI, resume of the threshold state)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from _shared import method_config, run_cli
 
 from semicompact.methods import get_method, list_methods, run_method
 from semicompact.methods.adaptive_thresholds import (
+    DebiasedPseudoLabels,
     DistributionAlignment,
     FlexMatchThresholds,
     FreeMatchThresholds,
@@ -154,14 +155,32 @@ def test_uniform_alignment_and_distribution_alignment() -> None:
     assert da.align(torch.tensor([[0.5, 0.5]]))[0].tolist() == pytest.approx([0.25, 0.75], rel=1e-5)
 
 
+# ------------------------------------------------------------------------------------- DebiasPL
+def test_debiaspl_marginal_is_an_ema_from_uniform_and_shifts_the_logits_both_ways() -> None:
+    state = DebiasedPseudoLabels(2, tau=0.5, momentum=0.9)
+    assert state.p_hat.tolist() == pytest.approx([0.5, 0.5])
+    state.update(torch.tensor([[0.8, 0.2], [0.6, 0.4]]))  # batch mean [0.7, 0.3]
+    assert state.p_hat.tolist() == pytest.approx([0.52, 0.48])
+    logits = torch.tensor([[1.0, 1.0]])
+    shift = [0.5 * math.log(0.52), 0.5 * math.log(0.48)]
+    # debiased: logits - 0.5 log p_hat (the favoured class 0 goes down); margin: + 0.5 log p_hat
+    assert state.debiased(logits)[0].tolist() == pytest.approx([1 - shift[0], 1 - shift[1]])
+    assert state.margin(logits)[0].tolist() == pytest.approx([1 + shift[0], 1 + shift[1]])
+    # an explicit marginal (the module's "before the batch") replaces the running one
+    uniform = torch.tensor([0.5, 0.5])
+    assert state.margin(logits, uniform)[0].tolist() == pytest.approx([1 + 0.5 * math.log(0.5)] * 2)
+
+
 # ------------------------------------------------------------------------------ modules' wiring
 def _module(name: str, **kwargs):
+    from semicompact.methods.debiaspl import DebiasPLModule
     from semicompact.methods.flexmatch import FlexMatchModule
     from semicompact.methods.freematch import FreeMatchModule
     from semicompact.methods.softmatch import SoftMatchModule
     from semicompact.models import create_model
 
-    cls = {"flexmatch": FlexMatchModule, "freematch": FreeMatchModule, "softmatch": SoftMatchModule}[name]
+    modules = {"flexmatch": FlexMatchModule, "freematch": FreeMatchModule, "softmatch": SoftMatchModule}
+    cls = {**modules, "debiaspl": DebiasPLModule}[name]
     return cls(create_model("resnet18", 2), ["a", "b"], head_steps=0, **kwargs)
 
 
@@ -230,6 +249,25 @@ def test_softmatch_module_weights_aligned_probabilities_but_labels_from_the_raw_
 
 
 @no_trainer
+def test_debiaspl_module_masks_on_debiased_probabilities_and_takes_the_margin_from_before() -> None:
+    module = _module("debiaspl", debias=1.0, ema_p=0.9, threshold=0.59)
+    # raw weak probabilities [0.8, 0.2] and [0.6, 0.4]: both class 0, both >= 0.59 for FixMatch
+    weak, strong = [[math.log(4), 0.0], [math.log(1.5), 0.0]], [[0.0, 0.0], [0.0, 0.0]]
+    _fixed_views(module, weak, strong)
+    loss = module.training_loss(_batch([-1, -1]))
+    # update first: p_hat = [0.52, 0.48]; debiased p ~ p / p_hat: [0.787, 0.213] and [0.581, 0.419],
+    # so the second image falls below 0.59; the margin uses p_hat from before the batch (uniform),
+    # which shifts both strong logits equally: CE log 2 for the first image, 0 for the masked one
+    assert module.debias.p_hat.tolist() == pytest.approx([0.52, 0.48])
+    assert float(loss) == pytest.approx(1.0 + math.log(2) / 2, abs=1e-6)
+    # the same batch again: p_hat = [0.538, 0.462], the second image still masked (0.563); the margin
+    # is now log [0.52, 0.48]: uniform strong logits give CE -log 0.52 for the first image
+    loss = module.training_loss(_batch([-1, -1]))
+    assert module.debias.p_hat.tolist() == pytest.approx([0.538, 0.462])
+    assert float(loss) == pytest.approx(1.0 - math.log(0.52) / 2, abs=1e-6)
+
+
+@no_trainer
 def test_state_updates_use_every_ddp_process(monkeypatch) -> None:
     """Under DDP the probabilities and pool indices of all processes update the state: here a fake
     second process sends image 3, confidently class 1."""
@@ -258,15 +296,18 @@ def test_published_defaults_and_listing() -> None:
     assert (free["ema_p"], free["w_f"], free["lambda_u"], free["mu"]) == (0.999, 0.001, 1.0, 7)
     soft = get_method("softmatch").config
     assert (soft["ema_p"], soft["n_sigma"], soft["uniform_alignment"]) == (0.999, 2.0, True)
-    assert not any(get_method(m).config["dist_align"] for m in ("flexmatch", "freematch", "softmatch"))
+    debias = get_method("debiaspl").config
+    assert (debias["threshold"], debias["debias"], debias["ema_p"]) == (0.95, 0.4, 0.999)  # USB's
+    names = ("flexmatch", "freematch", "softmatch", "debiaspl")
+    assert not any(get_method(m).config["dist_align"] for m in names)
 
 
 def test_ssl_help_and_method_list_show_them(capsys) -> None:
     code, out, _ = run_cli(capsys, "ssl", "--help")
     assert code == 0
-    assert all(name in out for name in ("flexmatch", "freematch", "softmatch"))
+    assert all(name in out for name in ("flexmatch", "freematch", "softmatch", "debiaspl"))
     code, out, _ = run_cli(capsys, "ssl-methods")
-    assert code == 0 and all(name in out for name in ("flexmatch", "freematch", "softmatch"))
+    assert code == 0 and all(name in out for name in ("flexmatch", "freematch", "softmatch", "debiaspl"))
 
 
 def test_bad_options_are_named(cells_dir: Path, tmp_path: Path, capsys) -> None:
@@ -282,6 +323,12 @@ def test_bad_options_are_named(cells_dir: Path, tmp_path: Path, capsys) -> None:
         "--option", "dist_align=maybe",
     )  # fmt: skip
     assert "option dist_align must be true or false, got 'maybe'" in err
+    err = cli_error(
+        capsys, "ssl", str(cells_dir), "--out", str(tmp_path / "z"), "--method", "debiaspl",
+        "--option", "dist_align=true",
+    )  # fmt: skip
+    assert "--method debiaspl: option dist_align=true is not supported" in err
+    assert not (tmp_path / "z").exists()  # refused before the run folder is made
 
 
 # --------------------------------------------------------------------------------- short runs
@@ -358,6 +405,15 @@ def test_freematch_and_softmatch_runs(cells_dir: Path, tmp_path: Path, name: str
     start = {"free.tau": 0.25, "soft.mu": 0.25, "soft.var": 1.0}
     moved = [k for k, v in state.items() if k in start and float(v) != pytest.approx(start[k], abs=1e-7)]
     assert moved, state
+
+
+def test_debiaspl_run_keeps_its_marginal_in_the_checkpoint(cells_dir: Path, tmp_path: Path) -> None:
+    result = run_method("debiaspl", _config(cells_dir, tmp_path / "d"), {"mu": MU, "max_unlabelled": 40})
+    _check_cost(result.metrics)
+    assert result.metrics["method"] == "debiaspl" and result.metrics["options"]["debias"] == 0.4
+    p_hat = _state(result.run_dir, "debias.")["debias.p_hat"]
+    assert float(p_hat.sum()) == pytest.approx(1.0, abs=1e-5)  # an average of probabilities
+    assert not torch.allclose(p_hat, torch.full((4,), 0.25), atol=1e-7)  # it was updated
 
 
 def test_flexmatch_resume_restores_the_threshold_state(cells_dir: Path, tmp_path: Path, monkeypatch) -> None:

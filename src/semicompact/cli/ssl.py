@@ -11,7 +11,8 @@ import typer
 
 METHOD_HELP = (
     "supervised, plain_distillation, data_distillation, model_distillation, model_data_distillation, "
-    "fixmatch, flexmatch, freematch, softmatch, mixmatch, kd or ssl_kd (see `semicompact ssl-methods`)."
+    "noisy_student, fixmatch, flexmatch, freematch, softmatch, debiaspl, mixmatch, kd or ssl_kd "
+    "(see `semicompact ssl-methods`)."
 )
 
 

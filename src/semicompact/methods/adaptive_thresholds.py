@@ -1,14 +1,15 @@
-"""The arithmetic of FlexMatch, FreeMatch and SoftMatch: thresholds, weights and their state.
+"""The arithmetic of FlexMatch, FreeMatch, SoftMatch and DebiasPL: thresholds, weights, state.
 
 Pure functions of tensors, and small ``nn.Module`` s whose state lives in registered buffers (so it
 moves with the module to any device and is saved in every checkpoint: ``--resume`` continues the
-thresholds where they were). The methods (``flexmatch.py``, ``freematch.py``, ``softmatch.py``) run
-the network and call these; the tests check them on hand-computed tensors
+thresholds where they were). The methods (``flexmatch.py``, ``freematch.py``, ``softmatch.py``,
+``debiaspl.py``) run the network and call these; the tests check them on hand-computed tensors
 (``tests/methods/test_adaptive_thresholds.py``).
 
 The formulas and defaults follow the papers and their reference implementation, USB
-(microsoft/Semi-supervised-learning, ``semilearn/algorithms/{flexmatch,freematch,softmatch}`` and
-``hooks/dist_align.py``); where the two differ, the docstring says which one is followed.
+(microsoft/Semi-supervised-learning, ``semilearn/algorithms/{flexmatch,freematch,softmatch}``,
+``semilearn/imb_algorithms/debiaspl`` and ``hooks/dist_align.py``); where the two differ, the
+docstring says which one is followed.
 
 State updates take the statistics of one step. Under DDP the modules gather the weak-view
 probabilities (and FlexMatch's image indices) of every process before updating, so all processes
@@ -206,6 +207,36 @@ class SoftMatchWeights(nn.Module):
         confidence = probs.max(dim=1).values
         below = torch.clamp(confidence - self.mu, max=0.0)
         return torch.exp(-(below**2) / (2 * self.var / self.n_sigma**2))
+
+
+# --------------------------------------------------------------------------------------- DebiasPL
+class DebiasedPseudoLabels(nn.Module):
+    """DebiasPL's running class marginal and its two logit adjustments (Wang et al., CVPR 2022,
+    "Debiased Learning from Naturally Imbalanced Pseudo-Labels").
+
+    ``p_hat`` is an EMA (momentum m) of the batch mean of the weak view's probabilities, starting
+    uniform (USB's ``imb_algorithms/debiaspl``). Counterfactual debiasing: the pseudo-label comes
+    from ``logits - tau * log p_hat``, which lowers the classes the model already predicts too
+    often. Adaptive marginal loss: the strong view's cross-entropy is taken on
+    ``logits + tau * log p_hat``, a larger margin for the rarely predicted classes.
+    """
+
+    def __init__(self, num_classes: int, tau: float = 0.4, momentum: float = 0.999) -> None:
+        super().__init__()
+        self.tau, self.momentum = tau, momentum
+        self.register_buffer("p_hat", torch.full((num_classes,), 1.0 / num_classes))
+
+    @torch.no_grad()
+    def update(self, probs: torch.Tensor) -> None:
+        self.p_hat.mul_(self.momentum).add_(probs.mean(dim=0), alpha=1 - self.momentum)
+
+    def debiased(self, logits: torch.Tensor, p_hat: torch.Tensor | None = None) -> torch.Tensor:
+        p = self.p_hat if p_hat is None else p_hat
+        return logits - self.tau * torch.log(p)
+
+    def margin(self, logits: torch.Tensor, p_hat: torch.Tensor | None = None) -> torch.Tensor:
+        p = self.p_hat if p_hat is None else p_hat
+        return logits + self.tau * torch.log(p)
 
 
 # ------------------------------------------------------------------------- distribution alignment
