@@ -287,3 +287,14 @@ def test_last_checkpoint_is_the_latest_validation(cells_dir: Path, tmp_path: Pat
     best = torch.load(result.run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 12
     assert best["global_step"] < 12  # the case the old save_last got wrong
+
+
+def test_training_runs_channels_last_unless_switched_off(tmp_path) -> None:
+    from semicompact.training.run import build_model
+
+    on = build_model(TrainConfig(data="d", out=str(tmp_path), **FAST), 4)
+    off = build_model(TrainConfig(data="d", out=str(tmp_path), channels_last=False, **FAST), 4)
+    assert on.channels_last and not off.channels_last
+    stem = on.net.conv_stem.weight
+    assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+    assert off.net.conv_stem.weight.is_contiguous()

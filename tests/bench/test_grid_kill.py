@@ -34,7 +34,7 @@ def tiny_recipe(folder: Path, cells: Path) -> Path:
         "methods": ["supervised"],
         "seeds": [0, 1],
         "image_size": 32,
-        "epochs": 2,
+        "epochs": 3,  # a run of a few seconds: long enough to be killed inside it on a loaded machine
         "head_epochs": 0,
         "profile": False,
         "train": {"batch_size": 16, "tensorboard": False, "patience": 5},
@@ -62,7 +62,7 @@ def test_kill_9_and_rerun_equals_an_uninterrupted_grid(cells_dir: Path, tmp_path
     rng = random.Random(SEED)
     runs = ["cells__test_resnet__supervised__s0", "cells__test_resnet__supervised__s1"]
     target = rng.choice(runs)  # kill while this run trains, after a random extra delay
-    delay = rng.uniform(0.0, 1.5)
+    delay = rng.uniform(0.0, 0.5)
     proc = bench(recipe, out)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

@@ -48,6 +48,10 @@ def test_expands_the_grid_in_a_stable_order(tmp_path: Path) -> None:
     assert [r.fingerprint() for r in again.runs()] == [r.fingerprint() for r in runs]
     changed = load_recipe(write(tmp_path, epochs=2))
     assert changed.runs()[0].fingerprint() != first.fingerprint()
+    # the memory layout changes speed, not what is computed: finished runs stay reusable
+    layout = load_recipe(write(tmp_path, train={"batch_size": 8, "channels_last": False}))
+    assert layout.runs()[0].train["channels_last"] is False
+    assert layout.runs()[0].fingerprint() == first.fingerprint()
     assert recipe.baseline == "supervised"
 
 

@@ -193,6 +193,9 @@ def test_teacher_cache_key_is_unchanged_when_nothing_is_declared() -> None:
     """The key of a teacher cached before invariances existed (computed with that code)."""
     config = TrainConfig(data="cells", model="resnet18", seed=3)
     assert teacher_key(config, "abc") == "resnet18-ba47d0e61ff0"
+    # nor by the memory layout (a speed setting added later)
+    layout = TrainConfig(data="cells", model="resnet18", seed=3, channels_last=False)
+    assert teacher_key(layout, "abc") == "resnet18-ba47d0e61ff0"
     assert teacher_key(TrainConfig(data="cells", model="resnet18", seed=3, invariances="hflip"), "abc") != (
         "resnet18-ba47d0e61ff0"
     )

@@ -177,3 +177,29 @@ def test_quantizable_resnet_is_float_and_fusable():
         model.net.fuse_model()
         after = model(x)
     assert torch.allclose(before, after, atol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "small"), [("mobilenetv2_100", False), ("squeezenet1_1", False)])
+def test_channels_last_computes_the_same_and_saves_a_layout_free_file(tmp_path, name, small):
+    """NHWC is a memory layout only: the same logits (to float rounding), a file that loads into
+    an NCHW model with identical outputs, and back to NCHW on request."""
+    from semicompact.artifacts import ModelCard, load_model, save_model
+
+    torch.manual_seed(1)
+    model = create_model(name, num_classes=3, small_input=small).eval()
+    x = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        before = model(x)
+        fast = model.set_channels_last()
+        assert fast is model and model.channels_last
+        convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+        assert not convs[0].is_contiguous()  # the stem (3 x 3 over 3 channels) really is NHWC
+        torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)
+        card = ModelCard(model=name, classes=["a", "b", "c"], image_size=48, small_input=small)
+        save_model(tmp_path / "m.safetensors", model, card)
+        loaded, _ = load_model(tmp_path / "m.safetensors")
+        assert not loaded.channels_last
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)
+        model.set_channels_last(False)
+        assert all(m.weight.is_contiguous() for m in model.modules() if isinstance(m, torch.nn.Conv2d))

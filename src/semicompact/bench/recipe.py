@@ -74,6 +74,10 @@ class StepEntry:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+#: TrainConfig keys that do not enter a run's fingerprint
+SPEED_ONLY = ("progress", "num_workers", "channels_last")
+
+
 @dataclass
 class RunSpec:
     """One cell of the grid: everything needed to (re)start it, and the id of its folder."""
@@ -90,10 +94,13 @@ class RunSpec:
     train: dict[str, Any]  # TrainConfig values without ``out``
 
     def fingerprint(self) -> str:
-        """A hash of what the run computes; a folder made for another fingerprint is not reused."""
+        """A hash of what the run computes; a folder made for another fingerprint is not reused.
+
+        Settings that change how fast, not what, are left out (progress bars, loader workers, the
+        memory layout: channels-last changes float rounding only, as a thread count does)."""
         text = json.dumps(
             {k: v for k, v in asdict(self).items() if k != "train"}
-            | {"train": {k: v for k, v in self.train.items() if k not in ("progress", "num_workers")}},
+            | {"train": {k: v for k, v in self.train.items() if k not in SPEED_ONLY}},
             sort_keys=True,
             default=str,
         )

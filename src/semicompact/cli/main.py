@@ -178,6 +178,10 @@ def train(
     ] = "auto",
     progress: Annotated[bool, typer.Option(help="Progress bars (on a terminal).")] = True,
     tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard logs.")] = True,
+    channels_last: Annotated[
+        bool,
+        typer.Option(help="Train in channels-last (NHWC) memory layout: same arithmetic, ~2x faster on CPU."),
+    ] = True,
     config: Annotated[
         Path | None, typer.Option(help="YAML/JSON file of these options (command-line values win).")
     ] = None,

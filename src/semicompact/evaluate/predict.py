@@ -54,7 +54,7 @@ def predict_files(
     model, card = load_model(model_path)
     paths = expand_image_paths(inputs)
     device = inference_device()
-    model = model.to(device)
+    model = model.set_channels_last().to(device)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["image", "prediction", "confidence", *[f"p_{c}" for c in card.classes]])

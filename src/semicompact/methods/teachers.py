@@ -29,7 +29,9 @@ from ..training.run import fit
 
 console = Console(stderr=True)
 
-_NOT_IN_KEY = ("out", "progress", "tensorboard", "split")
+#: settings that do not change what a teacher learns (channels_last: memory layout, float rounding
+#: only), so teachers cached before or with either value are shared
+_NOT_IN_KEY = ("out", "progress", "tensorboard", "split", "channels_last")
 
 
 @contextlib.contextmanager
@@ -131,11 +133,11 @@ def no_teacher_weights(name: str, error: Exception) -> ConfigError:
 
 
 def load_teachers(dirs: list[Path]) -> list[tuple[Classifier, int]]:
-    """(model in eval mode, its input size) for each teacher run."""
+    """(model in eval mode, channels-last for faster inference, its input size) for each teacher run."""
     out = []
     for d in dirs:
         model, card = load_model(d)
-        out.append((model, card.image_size))
+        out.append((model.set_channels_last(), card.image_size))
     return out
 
 

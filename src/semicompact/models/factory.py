@@ -58,13 +58,28 @@ class Classifier(nn.Module):
         self.small_input = small_input
         self.source = source
         self._reduction: int | None = None
+        self.channels_last = False
+
+    def set_channels_last(self, on: bool = True) -> Classifier:
+        """Run the convolutions in NHWC (channels-last) layout: the same arithmetic, in a memory
+        layout for which PyTorch's CPU kernels (oneDNN) and GPU tensor cores are faster.
+
+        Measured on this project's CPU (``bench/channels_last.py``): about 2x faster training
+        steps for MobileNetV2 and EfficientNet-Lite0. The weights are saved contiguous
+        (``save_model``), so files do not depend on it; exports see the same logical shapes.
+        """
+        self.channels_last = on
+        return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` for float images in [0, 1]."""
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        x = self.normalize(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
 
     # -- head / body -------------------------------------------------------------------------
     @property

@@ -72,6 +72,8 @@ class TrainConfig:
     precision: str = "auto"
     progress: bool = True
     tensorboard: bool = True
+    # NHWC convolutions while training (Classifier.set_channels_last): same results, faster
+    channels_last: bool = True
     class_names: list[str] | None = field(default=None)
 
     def __post_init__(self) -> None:

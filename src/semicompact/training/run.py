@@ -227,7 +227,7 @@ def build_model(config: TrainConfig, num_classes: int) -> Classifier:
         small_input=config.small_input,
     )
     check_input_size(model, config.image_size)
-    return model
+    return model.set_channels_last(config.channels_last)
 
 
 def _log_version(run_dir: Path, resume: bool) -> str:
