@@ -230,9 +230,8 @@ class DebiasedPseudoLabels(nn.Module):
     def update(self, probs: torch.Tensor) -> None:
         self.p_hat.mul_(self.momentum).add_(probs.mean(dim=0), alpha=1 - self.momentum)
 
-    def debiased(self, logits: torch.Tensor, p_hat: torch.Tensor | None = None) -> torch.Tensor:
-        p = self.p_hat if p_hat is None else p_hat
-        return logits - self.tau * torch.log(p)
+    def debiased(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits - self.tau * torch.log(self.p_hat)
 
     def margin(self, logits: torch.Tensor, p_hat: torch.Tensor | None = None) -> torch.Tensor:
         p = self.p_hat if p_hat is None else p_hat
