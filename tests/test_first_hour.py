@@ -233,10 +233,12 @@ def test_the_default_teacher_works_offline() -> None:
     from semicompact.methods import get_method
     from semicompact.models.weights import packaged_weights
 
-    for method in ("plain_distillation", "data_distillation", "kd"):
-        teachers = get_method(method).config["teachers"]
-        assert teachers == ["tf_efficientnet_lite0"]
-        assert packaged_weights(teachers[0]) is not None  # ImageNet weights without the hub
+    for method in ("plain_distillation", "data_distillation"):
+        assert get_method(method).config["teachers"] == ["tf_efficientnet_lite0"]
+    # kd, the recommended default of `ssl`, distils two teachers; both must load without the hub
+    assert get_method("kd").config["teachers"] == ["tf_efficientnet_lite0", "mobilenetv2_100"]
+    for teacher in ("tf_efficientnet_lite0", "mobilenetv2_100"):
+        assert packaged_weights(teacher) is not None  # ImageNet weights without the hub
 
 
 def test_mistyped_paths_fail_before_torch_is_imported(tmp_path: Path) -> None:
