@@ -18,7 +18,7 @@ METHOD_HELP = (
     "(see `semicompact ssl-methods`). Recommended, and the default: kd (soft targets of an "
     "EfficientNet-Lite0 + MobileNetV2 teacher ensemble on labelled and unlabelled images), the one "
     "method measured at or above the supervised base on every MedMNIST set with every seed "
-    "(docs/methods.md)."
+    "(MobileNetV2 student; docs/methods.md)."
 )
 
 
