@@ -57,3 +57,25 @@ def test_ssl_help_names_the_recommended_default(capsys) -> None:
     assert code == 0
     assert "Recommended, and the default: kd" in text
     assert "[default: kd]" in text
+
+
+def test_ssl_without_method_runs_kd_with_both_teachers_on_the_pool(
+    cells_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """The default end to end on the cell data: both default teachers trained (offline weights), the
+    soft targets on the unlabelled pool (unlabelled images seen), the run recorded as kd."""
+    out = tmp_path / "default"
+    args = [
+        "ssl", str(cells_dir), "--out", str(out), "--model", "mobilenetv2_100", "--small-input",
+        "--pretrained", "--image-size", "32", "--n-labelled", "8", "--max-steps", "6", "--head-steps", "2",
+        "--no-early-stopping", "--batch-size", "8", "--no-progress", "--no-tensorboard",
+        "--option", "max_unlabelled=16",
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "method.json").read_text())["method"] == "kd"
+    assert [Path(t).name.rsplit("-", 1)[0] for t in metrics["teachers"]] == list(RECOMMENDED_TEACHERS)
+    cost = metrics["cost"]
+    assert cost["optimizer_steps"] == 6 and cost["teacher_runs"] == 2 and cost["teacher_steps"] == 12
+    assert cost["unlabelled_images_seen"] == 6 * 8  # mu 1: one unlabelled batch per step
