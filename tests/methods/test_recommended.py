@@ -21,8 +21,8 @@ def _run(dataset: str, method: str, seed: int) -> Path:
     return RESULTS / f"{dataset}__mobilenetv2_100__{method}__s{seed}"
 
 
-def _metrics(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())
+def _metrics(run: Path, name: str = "metrics.json") -> dict:
+    return json.loads((run / name).read_text())
 
 
 def _f1(run: Path) -> float:
@@ -46,7 +46,7 @@ def test_the_committed_results_support_the_recommendation() -> None:
             assert _f1(kd) >= _f1(base), f"{kd.name}: {_f1(kd):.4f} < supervised {_f1(base):.4f}"
             for run in (kd, base):
                 assert _metrics(run)["cost"]["optimizer_steps"] == 600, run.name
-            used = json.loads((kd / "method.json").read_text())["options"]
+            used = _metrics(kd, "method.json")["options"]
             assert used["teachers"] == list(RECOMMENDED_TEACHERS) and used["unlabelled"] is True, kd.name
             assert (used["temperature"], used["alpha"], used["mu"]) == (4.0, 0.7, 1), kd.name
 
@@ -73,8 +73,8 @@ def test_ssl_without_method_runs_kd_with_both_teachers_on_the_pool(
     ]  # fmt: skip
     code, _, err = run_cli(capsys, *args)
     assert code == 0, err
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert json.loads((out / "method.json").read_text())["method"] == "kd"
+    metrics = _metrics(out)
+    assert _metrics(out, "method.json")["method"] == "kd"
     assert [Path(t).name.rsplit("-", 1)[0] for t in metrics["teachers"]] == list(RECOMMENDED_TEACHERS)
     cost = metrics["cost"]
     assert cost["optimizer_steps"] == 6 and cost["teacher_runs"] == 2 and cost["teacher_steps"] == 12

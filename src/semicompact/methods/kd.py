@@ -7,8 +7,8 @@ The defaults are the configuration measured as the safe default of ``semicompact
 two teachers whose ImageNet weights come with the install (EfficientNet-Lite0 and MobileNetV2, so it
 runs offline) and the soft targets also on the unlabelled pool (Hinton's transfer set). At 600
 optimiser steps with the converged supervised base it was at or above the base on all four MedMNIST
-sets with each of 3 seeds (``bench/results/ssl_medmnist_64_budget/``). ``unlabelled=false`` is KD
-on the labelled images only.
+sets with each of 3 seeds with the MobileNetV2 student (``bench/results/ssl_medmnist_64_budget/``).
+``unlabelled=false`` is KD on the labelled images only.
 """
 
 from __future__ import annotations
