@@ -89,6 +89,8 @@ class AdaptiveConsistencyModule(FixMatchModule):
 class AdaptiveMethod(Method):
     """``run`` of the three methods; ``module_class`` and ``module_options`` say what differs."""
 
+    uses_unlabelled = True
+
     module_class: type[AdaptiveConsistencyModule] = AdaptiveConsistencyModule
     indexed_pool = False
 

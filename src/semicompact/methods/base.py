@@ -24,6 +24,8 @@ class Method:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     options: ClassVar[dict[str, Any]] = {}
+    #: learns from unlabelled images: the run stops before any training when the split has none
+    uses_unlabelled: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options))
@@ -31,6 +33,14 @@ class Method:
             valid = ", ".join(sorted(self.options)) or "none"
             raise ConfigError(f"--method {self.name}: unknown option(s) {', '.join(unknown)}; valid: {valid}")
         self.config: dict[str, Any] = {**self.options, **options}
+
+    def needs_unlabelled(self) -> bool:
+        """Whether this configuration needs unlabelled images (checked before teachers train)."""
+        return self.uses_unlabelled
+
+    def no_unlabelled_hint(self) -> str:
+        """How to run without unlabelled images, appended to the error when the split has none."""
+        return "or use --method supervised"
 
     def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
         raise NotImplementedError

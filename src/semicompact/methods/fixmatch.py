@@ -63,6 +63,7 @@ class FixMatchModule(SemiSupervisedModule):
 @register_method("fixmatch")
 class FixMatch(Method):
     summary = "FixMatch: weak-view pseudo-labels above a threshold supervise strong views; EMA model"
+    uses_unlabelled = True
     options: ClassVar[dict[str, Any]] = {
         "threshold": 0.95,
         "mu": 7,

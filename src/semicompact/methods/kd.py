@@ -94,6 +94,12 @@ class KnowledgeDistillation(Method):
         **POOL_OPTIONS,
     }
 
+    def needs_unlabelled(self) -> bool:
+        return bool(self.config["unlabelled"])
+
+    def no_unlabelled_hint(self) -> str:
+        return "or distil on the labelled images only with --option unlabelled=false"
+
     def run(self, train: TrainConfig, resume: bool = False) -> RunResult:
         c = self.config
         number(c, "temperature", 0.1, 100.0, self.name)

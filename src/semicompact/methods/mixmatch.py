@@ -107,6 +107,7 @@ class MixMatchModule(SemiSupervisedModule):
 @register_method("mixmatch")
 class MixMatch(Method):
     summary = "MixMatch: K weak views, sharpening, MixUp, ramped-up L2 loss on unlabelled images; EMA model"
+    uses_unlabelled = True
     options: ClassVar[dict[str, Any]] = {
         "k": 2,
         "temperature": 0.5,

@@ -136,6 +136,11 @@ def start_run(method: Method, train: TrainConfig, resume: bool) -> tuple[Path, T
         method.config = {**method.options, **stored["options"]}  # options added since keep defaults
     source = open_source(train.data, unlabelled=train.unlabelled, class_names=train.class_names)
     manifest = build_split(train, run_dir, source, reuse_own=resume or is_worker_process(), save=False)
+    if method.needs_unlabelled() and not manifest.unlabelled:
+        raise ConfigError(
+            f"--method {method.name}: no unlabelled images in the split of '{train.data}'; put them in "
+            f"unlabelled/ or pass --unlabelled DIR, {method.no_unlabelled_hint()}"
+        )
     build_model(train, len(manifest.classes))  # name, weights, image size: before any file is written
     check_accelerator(train.accelerator, train.devices)
     if "teachers" in method.config:
@@ -207,6 +212,7 @@ def prepare_teachers(
 
 class SelfTraining(Method):
     summary = "teachers pseudo-label the unlabelled pool; the student learns from labelled + confident images"
+    uses_unlabelled = True
     options: ClassVar[dict[str, Any]] = {
         **TEACHER_OPTIONS,
         "transforms": [],

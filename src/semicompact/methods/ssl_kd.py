@@ -74,6 +74,7 @@ class SSLDistillation(Method):
         "a teacher trained by a semi-supervised method (FixMatch) on the same split and budget, "
         "distilled into the student on labelled + unlabelled images (SimCLRv2-style)"
     )
+    uses_unlabelled = True
     options: ClassVar[dict[str, Any]] = {
         "teacher": None,  # None: the student's own network
         "teacher_method": "fixmatch",
