@@ -28,6 +28,7 @@ BASE = REPO / "bench" / "results" / "supervised_reference" / "runs"
 #: variant -> (what changes, extra `semicompact train` arguments)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "base": ("the reference setting (re-read from supervised_reference/)", []),
+    "base_rerun": ("the reference setting trained again with today's code (channels-last)", []),
     "monitor_accuracy": ("model chosen on validation accuracy, not macro-F1", ["--monitor", "accuracy"]),
     "label_smoothing": ("label smoothing 0.1", ["--label-smoothing", "0.1"]),
     "no_augment": ("no training augmentation", ["--augment", "none"]),
