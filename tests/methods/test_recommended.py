@@ -51,6 +51,30 @@ def test_the_committed_results_support_the_recommendation() -> None:
             assert (used["temperature"], used["alpha"], used["mu"]) == (4.0, 0.7, 1), kd.name
 
 
+def test_the_default_configuration_itself_was_measured() -> None:
+    """``semicompact ssl`` distils on the whole unlabelled pool (KD's ``max_unlabelled`` default is
+    no cap); the grid's kd row capped it at 2000. The kd_pool rows are that default: at or above
+    supervised in every (dataset, seed) cell with the same 600 steps."""
+    assert get_method("kd").config["max_unlabelled"] is None
+    for dataset in DATASETS:
+        for seed in SEEDS:
+            run, base = _run(dataset, "kd_pool", seed), _run(dataset, "supervised", seed)
+            assert _f1(run) >= _f1(base), f"{run.name}: {_f1(run):.4f} < supervised {_f1(base):.4f}"
+            assert _metrics(run)["cost"]["optimizer_steps"] == 600, run.name
+            used = _metrics(run, "method.json")["options"]
+            assert used["max_unlabelled"] is None and used["unlabelled"] is True, run.name
+            assert used["teachers"] == list(RECOMMENDED_TEACHERS), run.name
+
+
+def test_the_same_run_twice_gives_the_same_scores() -> None:
+    """Where the cap did not bind (pools under 2000 images) and both runs used the same code
+    (channels-last), kd and kd_pool are the same run: their scores must be equal to the last bit."""
+    for dataset, seed in (("breastmnist", 2), ("retinamnist", 1), ("retinamnist", 2)):
+        kd, pool = _run(dataset, "kd", seed), _run(dataset, "kd_pool", seed)
+        assert _metrics(kd, "config.json")["channels_last"] and _metrics(pool, "config.json")["channels_last"]
+        assert _metrics(kd)["test"] == _metrics(pool)["test"], f"{dataset} seed {seed}"
+
+
 def test_ssl_help_names_the_recommended_default(capsys) -> None:
     code, out, _ = run_cli(capsys, "ssl", "--help")
     text = " ".join(out.replace("│", " ").split())  # rich's panel borders and line breaks
