@@ -136,15 +136,16 @@ def start_run(method: Method, train: TrainConfig, resume: bool) -> tuple[Path, T
         method.config = {**method.options, **stored["options"]}  # options added since keep defaults
     source = open_source(train.data, unlabelled=train.unlabelled, class_names=train.class_names)
     manifest = build_split(train, run_dir, source, reuse_own=resume or is_worker_process(), save=False)
+    build_model(train, len(manifest.classes))  # name, weights, image size: before any file is written
+    check_accelerator(train.accelerator, train.devices)
+    if "teachers" in method.config:
+        check_teacher_options(method.name, method.config)
+    # the data's fault comes after every option's (a typo is the likelier mistake), before any file
     if method.needs_unlabelled() and not manifest.unlabelled:
         raise ConfigError(
             f"--method {method.name}: no unlabelled images in the split of '{train.data}'; put them in "
             f"unlabelled/ or pass --unlabelled DIR, {method.no_unlabelled_hint()}"
         )
-    build_model(train, len(manifest.classes))  # name, weights, image size: before any file is written
-    check_accelerator(train.accelerator, train.devices)
-    if "teachers" in method.config:
-        check_teacher_options(method.name, method.config)
     start_files(run_dir, resume, clear=True)
     if not is_worker_process():
         if not (run_dir / "split.json").is_file():
