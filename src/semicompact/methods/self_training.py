@@ -310,12 +310,8 @@ class SelfTraining(Method):
                 skip_log=out / "skipped_images.tsv",
                 seed=student.seed,
             )
+            # never empty: start_run stopped the run before any teacher when the split had none
             pool = subsample_pool(manifest.unlabelled, c["max_unlabelled"], student.seed)
-            if not pool:
-                raise ConfigError(
-                    f"--method {self.name}: no unlabelled images in the split of '{student.data}'; "
-                    "put them in unlabelled/ or pass --unlabelled DIR"
-                )
             device = inference_device() if student.accelerator in ("auto", "gpu", "cuda") else "cpu"
             teachers = load_teachers(teacher_dirs)
             checks = [_val_check(m, size, dm, device) for m, size in teachers]
