@@ -143,9 +143,39 @@ def test_an_interrupted_teacher_is_resumed_not_restarted(
     assert (teacher / "logs" / "resume-1").is_dir()
 
 
+def test_supervised_teachers_join_the_ensemble_and_are_shared_with_kd(
+    first, cells_dir: Path, cache: Path, tmp_path: Path
+) -> None:
+    """``supervised_teachers``: the cached FixMatch teacher is reused, one supervised teacher is
+    trained (once) and charged, and ``kd`` with the same network finds it in the cache."""
+    import shutil
+
+    (fixmatch,) = [d for d in _teacher_runs(cache) if d.name.startswith("fixmatch-")]
+    own = tmp_path / "teachers"
+    shutil.copytree(fixmatch, own / fixmatch.name)
+    options = {**OPTIONS, "teacher_cache": str(own), "supervised_teachers": ["mobilenetv2_100"]}
+    result = run_method("ssl_kd", _config(cells_dir, tmp_path / "e"), options)
+    runs = _teacher_runs(own)
+    (supervised,) = [d for d in runs if d.name.startswith("mobilenetv2_100-")]
+    assert len(runs) == 2
+    assert result.metrics["supervised_teachers"] == [str(supervised)]
+    cost = result.metrics["cost"]
+    assert cost["teacher_runs"] == 2 and cost["teacher_steps"] == 2 * STEPS
+    # the soft targets come from both teachers on every labelled and unlabelled image
+    assert cost["teacher_inference_images_seen"] == 2 * 2 * STEPS * BATCH
+    kd = run_method(
+        "kd",
+        _config(cells_dir, tmp_path / "kd"),
+        {"teachers": ["mobilenetv2_100"], "teacher_cache": str(own), "max_unlabelled": 32},
+    )
+    assert _teacher_runs(own) == runs  # the same cached supervised teacher, not a second one
+    assert kd.metrics["cost"]["teacher_steps"] == STEPS
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
+        ({"supervised_teachers": ["resnet5o"]}, "unknown model 'resnet5o'; did you mean resnet50"),
         ({"teacher_method": "fixmach"}, "unknown --method 'fixmach'; available:"),
         (
             {"teacher_method": "ssl_kd"},

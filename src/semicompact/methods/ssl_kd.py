@@ -10,6 +10,11 @@ method, shared by every run that needs it, under a file lock), and charged to th
 The student then learns ``(1 - alpha) CE(labels) + alpha T^2 KL(teacher_T || student_T)`` on the
 labelled batch and the soft term alone on the unlabelled images (a weak view, the same for both,
 made only of the declared invariances).
+
+``supervised_teachers`` adds networks trained supervised on the same labels (cached and shared with
+``kd``'s teachers) to the ensemble, averaged with the semi-supervised teacher at temperature T: the
+semi-supervised teacher brings what the unlabelled images taught it, the supervised ones steady it
+where it drifted (an ensemble of diverse teachers is a better KD target; Hinton et al. 2015, sec. 2).
 """
 
 from __future__ import annotations
@@ -30,12 +35,20 @@ from ..models import get_spec
 from ..models.weights import PretrainedUnavailable
 from ..training.config import TrainConfig
 from ..training.run import FitHooks, RunResult, fit
-from ._options import choice, number
+from ._options import as_list, choice, number
 from .base import Method, get_method, method_class, register_method
 from .consistency import POOL_OPTIONS, pool_datamodule
 from .kd import DistillationModule
 from .self_training import start_run, teacher_cache
-from .teachers import _locked, load_teachers, reusable, runs_cost, teacher_config, teacher_key
+from .teachers import (
+    _locked,
+    load_teachers,
+    reusable,
+    runs_cost,
+    teacher_config,
+    teacher_key,
+    train_teachers,
+)
 
 console = Console(stderr=True)
 
@@ -83,6 +96,7 @@ class SSLDistillation(Method):
         "teacher_pretrained": True,
         "teacher_image_size": None,
         "teacher_cache": None,
+        "supervised_teachers": [],
         "temperature": 4.0,
         "alpha": 0.7,
         "mu": 1,
@@ -97,8 +111,9 @@ class SSLDistillation(Method):
         number(c, "alpha", 0.0, 1.0, self.name)
         number(c, "mu", 1, 64, self.name)
         choice(c, "unlabelled_view", UNLABELLED_VIEWS, self.name)
-        if c["teacher"] is not None:
-            get_spec(str(c["teacher"]))  # unknown names fail here, with suggestions
+        for name in [c["teacher"], *as_list(c["supervised_teachers"])]:
+            if name is not None:
+                get_spec(str(name))  # unknown names fail here, with suggestions
         teacher_method = str(c["teacher_method"])
         if teacher_method == self.name:
             raise ConfigError(
@@ -127,18 +142,13 @@ class SSLDistillation(Method):
         run_dir, train, split = start_run(self, train, resume)
         c = self.config
         teacher_options = self.validate()  # after a resume, the stored options
-        teacher_dir = train_ssl_teacher(
-            train,
-            c,
-            str(c["teacher_method"]),
-            teacher_options,
-            split,
-            teacher_cache(run_dir, c["teacher_cache"]),
-        )
+        cache = teacher_cache(run_dir, c["teacher_cache"])
+        teacher_dir = train_ssl_teacher(train, c, str(c["teacher_method"]), teacher_options, split, cache)
+        supervised_dirs = supervised_teacher_dirs(train, c, split, cache)
         hooks = FitHooks(
             module_factory=functools.partial(
                 _module,
-                teachers=load_teachers([teacher_dir]),
+                teachers=load_teachers([teacher_dir, *supervised_dirs]),
                 temperature=float(c["temperature"]),
                 alpha=float(c["alpha"]),
                 unlabelled_view=str(c["unlabelled_view"]),
@@ -150,10 +160,22 @@ class SSLDistillation(Method):
                 "method": self.name,
                 "options": dict(c),
                 "teacher": teacher_summary(teacher_dir, str(c["teacher_method"]), teacher_options),
+                "supervised_teachers": [str(d) for d in supervised_dirs],
             },
-            teacher_cost=runs_cost([teacher_dir]),
+            teacher_cost=runs_cost([teacher_dir, *supervised_dirs]),
         )
         return fit(train, resume=resume and (run_dir / "config.json").is_file(), hooks=hooks)
+
+
+def supervised_teacher_dirs(train: TrainConfig, c: dict[str, Any], split: Path, cache: Path) -> list[Path]:
+    """The ``supervised_teachers`` runs, trained (or reused) exactly as ``kd`` trains its teachers, so
+    that both methods share one cached run per network, split and budget."""
+    names = [str(n) for n in as_list(c["supervised_teachers"])]
+    if not names:
+        return []
+    return train_teachers(
+        train, names, split, cache, pretrained=True, epochs=None, image_size=c["teacher_image_size"]
+    )
 
 
 def teacher_method_options(method: str, given: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
