@@ -11,7 +11,10 @@ the baseline method in points, and the goals:
 - some method at or above the baseline on every dataset with every seed: the safe default (issue 17);
 - the student's best method at or above each of its teacher networks trained supervised on the same
   labels and budget (issue 17): the teacher's score is its ``supervised`` row when the grid trains
-  that network as a student too, else its cached teacher run (``runs/teachers/``).
+  that network as a student too, else its cached teacher run (``runs/teachers/``);
+- where the gain comes from (issue 17: "from the unlabelled images"): each method against its
+  control row, the same run without the unlabelled images (``--control kd=kd_labelled``), paired by
+  (dataset, seed).
 
 Only (dataset, seed) pairs where both the method and the baseline finished are compared, so a
 partly run grid gives honest partial numbers (the seeds used are listed).
@@ -198,6 +201,46 @@ def teacher_section(pairs: pd.DataFrame, teachers: pd.DataFrame, model: str, bas
     return [*lines, ""]
 
 
+#: method -> its run without the unlabelled images; a pair shows only where both rows have runs
+CONTROLS = {"kd": "kd_labelled", "kd_pool": "kd_labelled"}
+
+
+def control_section(pairs: pd.DataFrame, model: str, baseline: str, controls: dict[str, str]) -> list[str]:
+    """Each method against its control (the same run without the unlabelled images), paired by
+    (dataset, seed): the method's gain over the baseline split into the part the control already
+    has (teachers, soft targets) and the part only the unlabelled images give."""
+    sub = pairs[pairs["model"] == model]
+    rows = []
+    for method, control in controls.items():
+        mine = sub[sub["method"] == method][["dataset", "seed", "score", "change"]]
+        theirs = sub[sub["method"] == control][["dataset", "seed", "score", "change"]]
+        both = mine.merge(theirs, on=["dataset", "seed"], suffixes=("", "_c"))
+        if both.empty:
+            continue
+        both["gain"] = both["score"] - both["score_c"]
+        by_dataset = both.groupby("dataset")[["change", "change_c", "gain"]].mean()
+        worst = by_dataset["gain"].idxmin()
+        wins = int((both["gain"] > 0).sum())
+        cells = f"{len(both)} ({both['dataset'].nunique()} datasets)"
+        rows.append(
+            f"| {method} | {control} | {cells} | {by_dataset['change'].mean():+.1f} | "
+            f"{by_dataset['change_c'].mean():+.1f} | **{by_dataset['gain'].mean():+.1f}** | "
+            f"{by_dataset['gain'][worst]:+.1f} ({worst}) | {wins} of {len(both)} |"
+        )
+    if not rows:
+        return []
+    return [
+        f"Where the gain comes from (issue 17): each method against its control, the same run without "
+        f"the unlabelled images, paired by (dataset, seed); changes are in points against {baseline}.",
+        "",
+        "| method | control (no unlabelled images) | cells | method vs base | control vs base | "
+        "from the unlabelled images | worst dataset | cells where the method wins |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 COST_COLUMNS = {
     "optimizer_steps": "steps",
     "teacher_steps": "teacher steps",
@@ -237,13 +280,21 @@ def main() -> None:
     parser.add_argument("--metric", default="macro_f1", choices=["macro_f1", "f1", "accuracy"])
     parser.add_argument("--baseline", default="supervised")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--control",
+        action="append",
+        metavar="METHOD=CONTROL",
+        help=f"a method and its run without the unlabelled images (default: {CONTROLS})",
+    )
     args = parser.parse_args()
+    controls = dict(c.split("=", 1) for c in args.control) if args.control else CONTROLS
     pairs = paired_scores(args.bench, args.metric, args.baseline)
     teachers = teacher_scores(args.bench, args.metric, args.baseline)
     lines = [f"# Semi-supervised goals: {args.bench} ({args.metric})", ""]
     for model in dict.fromkeys(pairs["model"]):
         lines += model_section(pairs, model, args.baseline)
         lines += teacher_section(pairs, teachers, model, args.baseline)
+        lines += control_section(pairs, model, args.baseline, controls)
         lines += cost_section(pairs, model)
     text = "\n".join(lines)
     if args.out:

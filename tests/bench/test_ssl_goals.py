@@ -105,3 +105,14 @@ def test_student_against_its_teachers_trained_supervised(goals) -> None:
     assert "| big | a (2), b (2) | 76.5 | 74.5 | -2.0 | **no** |" in text
     assert "| small | a (3) | 74.0 | 75.0 | +1.0 | yes |" in text
     assert goals.teacher_section(pairs(scores), teachers.iloc[:0], "net", "supervised") == []
+
+
+def test_control_section_splits_the_gain(goals) -> None:
+    """kd +3 over the base, its labelled-only control +2: one point comes from the unlabelled images."""
+    scores = dict(BASE)
+    scores |= {("kd", d, s): 73.0 + s for d in ("a", "b") for s in (0, 1, 2)}
+    scores |= {("kd_labelled", d, s): 72.0 + s for d in ("a", "b") for s in (0, 1, 2)}
+    scores[("kd_labelled", "b", 2)] = 76.0  # one cell where the control wins: b gains (1 + 1 - 1) / 3
+    text = "\n".join(goals.control_section(pairs(scores), "net", "supervised", {"kd": "kd_labelled"}))
+    assert "| kd | kd_labelled | 6 (2 datasets) | +3.0 | +2.3 | **+0.7** | +0.3 (b) | 5 of 6 |" in text
+    assert goals.control_section(pairs(scores), "net", "supervised", {"fixmatch": "kd_labelled"}) == []
