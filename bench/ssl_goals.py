@@ -205,6 +205,14 @@ def teacher_section(pairs: pd.DataFrame, teachers: pd.DataFrame, model: str, bas
 CONTROLS = {"kd": "kd_labelled", "kd_pool": "kd_labelled"}
 
 
+def control_pair(text: str) -> tuple[str, str]:
+    """``--control METHOD=CONTROL`` as a pair; anything else is one clear argparse error."""
+    method, sep, control = text.partition("=")
+    if not (sep and method and control):
+        raise argparse.ArgumentTypeError(f"'{text}' is not METHOD=CONTROL, e.g. kd=kd_labelled")
+    return method, control
+
+
 def control_section(pairs: pd.DataFrame, model: str, baseline: str, controls: dict[str, str]) -> list[str]:
     """Each method against its control (the same run without the unlabelled images), paired by
     (dataset, seed): the method's gain over the baseline split into the part the control already
@@ -283,11 +291,12 @@ def main() -> None:
     parser.add_argument(
         "--control",
         action="append",
+        type=control_pair,
         metavar="METHOD=CONTROL",
         help=f"a method and its run without the unlabelled images (default: {CONTROLS})",
     )
     args = parser.parse_args()
-    controls = dict(c.split("=", 1) for c in args.control) if args.control else CONTROLS
+    controls = dict(args.control) if args.control else CONTROLS
     pairs = paired_scores(args.bench, args.metric, args.baseline)
     teachers = teacher_scores(args.bench, args.metric, args.baseline)
     lines = [f"# Semi-supervised goals: {args.bench} ({args.metric})", ""]

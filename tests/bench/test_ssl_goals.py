@@ -116,3 +116,12 @@ def test_control_section_splits_the_gain(goals) -> None:
     text = "\n".join(goals.control_section(pairs(scores), "net", "supervised", {"kd": "kd_labelled"}))
     assert "| kd | kd_labelled | 6 (2 datasets) | +3.0 | +2.3 | **+0.7** | +0.3 (b) | 5 of 6 |" in text
     assert goals.control_section(pairs(scores), "net", "supervised", {"fixmatch": "kd_labelled"}) == []
+
+
+def test_a_malformed_control_is_one_clear_error(goals) -> None:
+    import argparse
+
+    assert goals.control_pair("kd=kd_labelled") == ("kd", "kd_labelled")
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        goals.control_pair("kd")
+    assert str(info.value) == "'kd' is not METHOD=CONTROL, e.g. kd=kd_labelled"

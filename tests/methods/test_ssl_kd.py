@@ -4,6 +4,7 @@ and data distillation choosing its test-time views on the validation images (``t
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -148,8 +149,6 @@ def test_supervised_teachers_join_the_ensemble_and_are_shared_with_kd(
 ) -> None:
     """``supervised_teachers``: the cached FixMatch teacher is reused, one supervised teacher is
     trained (once) and charged, and ``kd`` with the same network finds it in the cache."""
-    import shutil
-
     (fixmatch,) = [d for d in _teacher_runs(cache) if d.name.startswith("fixmatch-")]
     own = tmp_path / "teachers"
     shutil.copytree(fixmatch, own / fixmatch.name)
