@@ -156,7 +156,11 @@ def quantize_onnx(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-            excluded = early_convolutions(onnx.load(str(pre))) if scheme.early_float else []
+            pre_model = onnx.load(str(pre))
+            if name_nodes(pre_model):
+                onnx.save(pre_model, str(pre))
+            excluded = early_convolutions(pre_model) if scheme.early_float else []
+            shape_math = shape_computation_nodes(pre_model)
             quantize_static(
                 str(pre),
                 str(tmp),
@@ -167,20 +171,58 @@ def quantize_onnx(
                 weight_type=qtype[scheme.weights],
                 reduce_range=scheme.reduce_range,
                 calibrate_method=methods[calibrate_method],
-                nodes_to_exclude=excluded,
+                nodes_to_exclude=excluded + shape_math,
                 extra_options={"CalibMovingAverage": scheme.moving_average},
             )
         proto = onnx.load(str(tmp))
         meta.update(
             precision="int8",
             quantization=f"onnxruntime static QDQ, per_channel={per_channel}, weights={weights}"
-            + (f", {len(excluded)} early nodes in float" if excluded else ""),
+            + (f", {len(excluded)} early nodes in float" if excluded else "")
+            + (f", {len(shape_math)} shape-arithmetic nodes in float" if shape_math else ""),
             int8_scheme=weights,
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra_meta or {}).items()},
         )
         set_metadata(proto, meta)
         onnx.save(proto, str(tmp))
     return Path(out_path)
+
+
+def name_nodes(model: Any) -> bool:
+    """Give every unnamed node a unique name (``nodes_to_exclude`` matches by name); True if any was."""
+    taken = {node.name for node in model.graph.node}
+    renamed = False
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            renamed = True
+    return renamed
+
+
+def shape_computation_nodes(model: Any) -> list[str]:
+    """Names of the nodes that compute on tensor shapes (``Shape``/``Size`` and what only they and
+    constants feed), which int8 must leave alone.
+
+    TensorFlow-style "same" padding (timm's ``tf_*`` models, e.g. EfficientNet-Lite0) computes each
+    strided convolution's padding from the input shape with float Div/Ceil/Sub/Mul nodes; onnxruntime
+    quantizes those like image activations, the rounded pads shift the feature maps by a pixel, and a
+    trained BloodMNIST EfficientNet-Lite0 agreed with its fp32 file on 69 % of images (96.5 % with
+    these nodes in float).
+    """
+    constant = {init.name for init in model.graph.initializer}
+    derived: set[str] = set()
+    names = []
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        inputs = [name for name in node.input if name]
+        if node.op_type in ("Shape", "Size") or all(name in constant or name in derived for name in inputs):
+            derived.update(node.output)
+            if node.op_type != "Constant":
+                names.append(node.name)
+    return [name for name in names if name]
 
 
 def early_convolutions(model: Any) -> list[str]:
