@@ -64,7 +64,9 @@ def export_onnx(
     """Write ``model`` (float images in [0, 1] -> logits, dynamic batch) as ONNX with the card metadata."""
     import onnx
 
-    model = model.eval()
+    from .static_padding import fold_pads_into_convs, freeze_same_padding
+
+    model, _ = freeze_same_padding(model.eval(), card.image_size)  # constant pads: no shape arithmetic
     example = torch.rand(2, 3, card.image_size, card.image_size)
     with staged_file(path, ".onnx") as tmp:
         try:
@@ -88,6 +90,7 @@ def export_onnx(
                 f"{first}"
             ) from error
         proto = onnx.load(str(tmp))
+        fold_pads_into_convs(proto)  # TF-"same" pads become the convolutions' own (asymmetric) pads
         set_metadata(proto, card_metadata(card, precision="fp32", **extra_meta))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
