@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 
-def latency_part(threads: int, runs: int) -> list[dict[str, Any]]:
+def latency_part(threads: int, runs: int, models: list[str]) -> list[dict[str, Any]]:
     from semicompact.artifacts import ModelCard
     from semicompact.cli.profile import _no_zero_gammas
     from semicompact.export.profile import ProfileSettings, profile_model
     from semicompact.models import create_model
 
     rows = []
-    for name in ("resnet18", "mobilenetv2_100"):
+    for name in models:
         model = _no_zero_gammas(create_model(name, num_classes=8))
         card = ModelCard(model=name, classes=[str(i) for i in range(8)], image_size=224)
         settings = ProfileSettings(threads=threads, runs=runs, warmup=3, batch=4, batch_runs=2)
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deploy-runs", default="blood-mnv2-64,blood-r18-64,blood-lite0-64")
     parser.add_argument("--budget-ms", type=float, default=2.0)
     parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--latency-models", default="resnet18,mobilenetv2_100")
+    parser.add_argument("--threads", default="", help="comma-separated thread counts (default: 1 and all)")
     parser.add_argument("--parts", default="latency,accuracy,deploy")
     parser.add_argument("--work", type=Path, default=Path("/tmp/i18/bench"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/int8_deploy"))
@@ -128,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     start = time.time()
     if "latency" in parts:
-        report["latency"] = {str(t): latency_part(t, args.latency_runs) for t in (1, os.cpu_count() or 1)}
+        threads = [int(t) for t in args.threads.split(",")] if args.threads else [1, os.cpu_count() or 1]
+        models = args.latency_models.split(",")
+        report["latency"] = {str(t): latency_part(t, args.latency_runs, models) for t in threads}
     if "accuracy" in parts:
         runs = [args.runs_dir / r for r in args.accuracy_runs.split(",")]
         report["accuracy"] = accuracy_part(runs, args.work)

@@ -381,3 +381,47 @@ def test_early_float_candidate_keeps_the_high_resolution_convolutions_float(
     pool = len(json.loads((tiny_run / "split.json").read_text())["unlabelled"])
     assert summary["agreement_on"] == {"images": "the run's unlabelled pool", "n": min(512, pool)}
     assert all("agreement" in c for c in summary["candidates"])
+
+
+def test_a_pick_that_fails_the_export_check_gives_way_to_the_next(exported: Path, tmp_path: Path) -> None:
+    """The pool said yes but the check images say no (a BloodMNIST EfficientNet-Lite0: plain int8
+    98.8 % on the pool, 96.99 % on test): the next passing candidate is tried before failing."""
+    import numpy as np
+    import onnx
+
+    from semicompact.export.int8 import choose_int8
+
+    rng = np.random.default_rng(0)
+    batches = [rng.random((8, 3, 32, 32), dtype=np.float32)]
+    tried: list[str] = []
+
+    def accept_second(file: Path) -> str | None:
+        tried.append(file.stem)
+        return "top-1 agreement 96.99% < 97.00%" if len(tried) == 1 else None
+
+    kw = {"target": "auto", "min_agreement": 0.0, "runs": 3, "warmup": 1}  # every candidate passes the pool
+    choice = choose_int8(
+        exported / "model_fp32.onnx", tmp_path / "a.onnx", batches, accept=accept_second, **kw
+    )
+    timed = [c for c in choice["candidates"] if "latency_ms" in c]
+    if len(timed) == len(choice["candidates"]):  # this CPU is the target: the fastest went first
+        assert tried[0] == min(timed, key=lambda c: c["latency_ms"])["scheme"]
+    assert len(tried) == 2 and choice["scheme"] == tried[1] != tried[0]
+    assert choice["failed_export_check"] == [
+        {"scheme": tried[0], "reason": "top-1 agreement 96.99% < 97.00%"}
+    ]
+    assert f"then {tried[0]} failed the export check" in choice["why"] and choice["why"].endswith(
+        f"so {tried[1]} was kept"
+    )
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "a.onnx")).metadata_props}
+    assert meta["int8_scheme"] == tried[1]  # the file written is the one kept
+    # nothing passes: the first pick stays (the export's gate then refuses it with its own line)
+    tried.clear()
+    choice = choose_int8(
+        exported / "model_fp32.onnx",
+        tmp_path / "b.onnx",
+        batches,
+        accept=lambda f: tried.append(f.stem) or "no",
+        **kw,
+    )
+    assert choice["scheme"] == tried[0] and len(tried) == len(choice["candidates"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,15 @@ def choose_int8(
     option: str = "--target",
     agreement_batches: list[np.ndarray] | None = None,
     agreement_source: str = "held-out images",
+    accept: Callable[[Path], str | None] | None = None,
 ) -> dict[str, Any]:
-    """Write the chosen int8 file to ``out_path``; returns the choice (target, scheme, why, candidates)."""
+    """Write the chosen int8 file to ``out_path``; returns the choice (target, scheme, why, candidates).
+
+    ``accept(file)`` (``export``: the export gate on the check images) returns None to keep a
+    candidate or the reason it fails; a failing pick gives way to the next passing candidate (in
+    the same order: fastest first), so that a pick that just passed on the pool but not on the
+    check images costs some speed instead of the whole export.
+    """
     from .onnx import quantize_onnx, set_metadata, staged_file
     from .onnx_predict import make_session
     from .timing import time_interleaved
@@ -88,6 +96,18 @@ def choose_int8(
                 row["latency_ms"] = stats[row["scheme"]]["median_ms"]
                 row["ratio_vs_onnx_fp32"] = row["latency_ms"] / stats["fp32"]["median_ms"]
         chosen, why = _pick(rows, names, weights, bool(timed), min_agreement)
+        rejected: list[dict[str, str]] = []
+        if accept is not None:
+            for name in _fallbacks(rows, chosen, bool(timed)):
+                reason = accept(files[name])
+                if reason is None:
+                    if rejected:
+                        failed = ", ".join(r["scheme"] for r in rejected)
+                        reasons = "; ".join(r["reason"] for r in rejected)
+                        why = f"{why}; then {failed} failed the export check ({reasons}), so {name} was kept"
+                    chosen = name
+                    break
+                rejected.append({"scheme": name, "reason": reason})
         choice = {
             "target": spec.name,
             "target_how": how,
@@ -102,6 +122,7 @@ def choose_int8(
             "calibration_images": sum(len(b) for b in images),
             "agreement_on": {"images": source, "n": sum(len(b) for b in judged)},
             "candidates": rows,
+            "failed_export_check": rejected,
         }
         import onnx
 
@@ -112,6 +133,15 @@ def choose_int8(
         with staged_file(out_path, ".onnx") as tmp:
             onnx.save(proto, str(tmp))
     return choice
+
+
+def _fallbacks(rows: list[dict[str, Any]], chosen: str, timed: bool) -> list[str]:
+    """The pick first, then the other candidates that passed the agreement gate, fastest first
+    when they were timed (else in the target's order)."""
+    passing = [r for r in rows if r.get("passes", True) and r["scheme"] != chosen]
+    if timed:
+        passing.sort(key=lambda r: r["latency_ms"])
+    return [chosen, *(r["scheme"] for r in passing)]
 
 
 def _pick(

@@ -132,6 +132,12 @@ def export_model(
                 if not fp32.is_file():
                     export_onnx(model, card, fp32, opset=opset)
                 if fmt == "onnx-int8":
+
+                    def gate(file: Path) -> str | None:
+                        check = compare_predictions(model, OrtModule(file), batches, list(card.classes))
+                        failures = gate_failures(check, min_agreement, max_f1_drop)
+                        return "; ".join(failures) if failures else None
+
                     choice = choose_int8(
                         fp32,
                         path,
@@ -143,6 +149,7 @@ def export_model(
                         threads=threads,
                         agreement_batches=held_out,
                         agreement_source="the run's unlabelled pool",
+                        accept=gate,
                     )
                 candidate = OrtModule(path)
             check = compare_predictions(model, candidate, batches, list(card.classes))
