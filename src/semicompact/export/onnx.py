@@ -59,14 +59,25 @@ def set_metadata(model_proto: Any, meta: dict[str, str]) -> None:
 
 
 def export_onnx(
-    model: nn.Module, card: Any, path: str | Path, opset: int = DEFAULT_OPSET, **extra_meta: Any
+    model: nn.Module,
+    card: Any,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    static_padding: bool = True,
+    **extra_meta: Any,
 ) -> Path:
-    """Write ``model`` (float images in [0, 1] -> logits, dynamic batch) as ONNX with the card metadata."""
+    """Write ``model`` (float images in [0, 1] -> logits, dynamic batch) as ONNX with the card metadata.
+
+    ``static_padding`` (default; ``bench/static_padding.py`` measures it): TF-"same" pads computed
+    for the card's image size and folded into the convolutions (``static_padding.py``).
+    """
     import onnx
 
     from .static_padding import fold_pads_into_convs, freeze_same_padding
 
-    model, _ = freeze_same_padding(model.eval(), card.image_size)  # constant pads: no shape arithmetic
+    model = model.eval()
+    if static_padding:  # constant pads: no shape arithmetic
+        model, _ = freeze_same_padding(model, card.image_size)
     example = torch.rand(2, 3, card.image_size, card.image_size)
     with staged_file(path, ".onnx") as tmp:
         try:
@@ -90,7 +101,8 @@ def export_onnx(
                 f"{first}"
             ) from error
         proto = onnx.load(str(tmp))
-        fold_pads_into_convs(proto)  # TF-"same" pads become the convolutions' own (asymmetric) pads
+        if static_padding:
+            fold_pads_into_convs(proto)  # TF-"same" pads become the convolutions' own (asymmetric) pads
         set_metadata(proto, card_metadata(card, precision="fp32", **extra_meta))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
