@@ -65,7 +65,8 @@ def test_exported_file_has_no_shape_arithmetic_and_no_pad(tmp_path: Path) -> Non
     import onnx
     import onnxruntime as ort
 
-    from semicompact.export.static_padding import fold_pads_into_convs, freeze_same_padding
+    from semicompact.export.onnx_passes import fold_pads_into_convs
+    from semicompact.export.static_padding import freeze_same_padding
 
     net = _same_pad_net()
     frozen, _ = freeze_same_padding(net, 30)
@@ -89,7 +90,7 @@ def test_exported_file_has_no_shape_arithmetic_and_no_pad(tmp_path: Path) -> Non
 def test_a_pad_that_is_not_zero_or_not_constant_stays(tmp_path: Path) -> None:
     import onnx
 
-    from semicompact.export.static_padding import fold_pads_into_convs
+    from semicompact.export.onnx_passes import fold_pads_into_convs
 
     class Padded(nn.Module):
         def __init__(self, mode: str, value: float) -> None:

@@ -63,20 +63,22 @@ def export_onnx(
     card: Any,
     path: str | Path,
     opset: int = DEFAULT_OPSET,
-    static_padding: bool = True,
+    graph_passes: bool = True,
     **extra_meta: Any,
 ) -> Path:
     """Write ``model`` (float images in [0, 1] -> logits, dynamic batch) as ONNX with the card metadata.
 
-    ``static_padding`` (default; ``bench/static_padding.py`` measures it): TF-"same" pads computed
-    for the card's image size and folded into the convolutions (``static_padding.py``).
+    ``graph_passes`` (default; ``bench/export_passes.py`` measures them, same outputs): TF-"same"
+    pads computed for the card's image size and folded into the convolutions (``static_padding``),
+    BN behind mixed convolutions folded, squeeze-excitation means as global pools (``onnx_passes``).
     """
     import onnx
 
-    from .static_padding import fold_pads_into_convs, freeze_same_padding
+    from .onnx_passes import fold_batchnorm_after_concat, fold_pads_into_convs, reduce_mean_to_global_pool
+    from .static_padding import freeze_same_padding
 
     model = model.eval()
-    if static_padding:  # constant pads: no shape arithmetic
+    if graph_passes:  # constant pads: no shape arithmetic
         model, _ = freeze_same_padding(model, card.image_size)
     example = torch.rand(2, 3, card.image_size, card.image_size)
     with staged_file(path, ".onnx") as tmp:
@@ -101,8 +103,10 @@ def export_onnx(
                 f"{first}"
             ) from error
         proto = onnx.load(str(tmp))
-        if static_padding:
+        if graph_passes:
             fold_pads_into_convs(proto)  # TF-"same" pads become the convolutions' own (asymmetric) pads
+            fold_batchnorm_after_concat(proto)  # MixNet's mixed convolutions: BN into each kernel group
+            reduce_mean_to_global_pool(proto)  # squeeze-excitation means: onnxruntime's int8 pool kernel
         set_metadata(proto, card_metadata(card, precision="fp32", **extra_meta))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))

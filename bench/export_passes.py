@@ -1,12 +1,14 @@
-"""TF-"same" padding exported dynamic (shape arithmetic + Pad) or static (folded into the Conv pads).
+"""ONNX export with and without the export's graph passes (``export_onnx(graph_passes=...)``).
 
-timm's ``tf_*`` networks (EfficientNet-Lite0 here) at 224 px, randomly initialised (BN scales set
-to 1, as ``semicompact profile`` does; latency only), batch 1: the fp32 ONNX file and the default
-int8 file of each export, the four sessions timed interleaved call by call in one process, and the
-fp32 outputs of both exports compared on the same images.
+The passes: TF-"same" padding made static and folded into the Conv pads (timm's ``tf_*`` networks),
+BatchNormalization behind a mixed convolution's Concat folded into its convolutions (MixNet), and
+squeeze-excitation spatial means exported as GlobalAveragePool (EfficientNet, MixNet). Networks at
+224 px, randomly initialised (BN scales set to 1, as ``semicompact profile`` does; latency only),
+batch 1: the fp32 file and the int8 file (u8s8) of each export, the four sessions timed
+interleaved call by call in one process, and the fp32 outputs of both exports compared.
 
 Usage (from the repository root):
-    .venv/bin/python bench/static_padding.py --threads 1 --out bench/results/static_padding
+    .venv/bin/python bench/export_passes.py --threads 1 --runs 200 --out bench/results/export_passes
 """
 
 from __future__ import annotations
@@ -44,33 +46,35 @@ def measure(name: str, size: int, threads: int, runs: int) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name, "image_size": size, "threads": threads}
     sessions = {}
     with tempfile.TemporaryDirectory() as work:
-        for label, static in (("dynamic", False), ("static", True)):
-            fp32 = export_onnx(model, card, Path(work) / f"{label}.onnx", static_padding=static)
+        for label, passes in (("without", False), ("with", True)):
+            fp32 = export_onnx(model, card, Path(work) / f"{label}.onnx", graph_passes=passes)
             int8 = Path(work) / f"{label}_int8.onnx"
             choice = choose_int8(fp32, int8, calib, weights="int8", threads=threads)
             graph = onnx.load(str(fp32)).graph
             row[label] = {
                 "fp32_nodes": len(graph.node),
-                "pad_nodes": sum(n.op_type == "Pad" for n in graph.node),
-                "shape_nodes": sum(n.op_type == "Shape" for n in graph.node),
+                **{
+                    f"{op}_nodes": sum(n.op_type == op for n in graph.node)
+                    for op in ("Pad", "Shape", "BatchNormalization", "ReduceMean")
+                },
                 "int8_scheme": choice["scheme"],
             }
             sessions[f"{label} fp32"] = make_session(fp32, threads, spin=False)
             sessions[f"{label} int8"] = make_session(int8, threads, spin=False)
         out = {k: s.run(None, {INPUT_NAME: check})[0] for k, s in sessions.items() if k.endswith("fp32")}
-        row["fp32_max_abs_difference"] = float(np.abs(out["dynamic fp32"] - out["static fp32"]).max())
+        row["fp32_max_abs_difference"] = float(np.abs(out["without fp32"] - out["with fp32"]).max())
         stats = time_interleaved(
             {k: (lambda s=s: s.run(None, {INPUT_NAME: x})) for k, s in sessions.items()}, runs, warmup=3
         )
     row["latency_ms"] = {k: round(v["median_ms"], 3) for k, v in stats.items()}
     row["p10_p90_ms"] = {k: [round(v["p10_ms"], 3), round(v["p90_ms"], 3)] for k, v in stats.items()}
     for kind in ("fp32", "int8"):
-        row[f"static_over_dynamic_{kind}"] = round(
-            stats[f"static {kind}"]["median_ms"] / stats[f"dynamic {kind}"]["median_ms"], 3
+        row[f"with_over_without_{kind}"] = round(
+            stats[f"with {kind}"]["median_ms"] / stats[f"without {kind}"]["median_ms"], 3
         )
     row["int8_over_fp32"] = {
         label: round(stats[f"{label} int8"]["median_ms"] / stats[f"{label} fp32"]["median_ms"], 3)
-        for label in ("dynamic", "static")
+        for label in ("without", "with")
     }
     return row
 
@@ -79,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default="tf_efficientnet_lite0")
+    parser.add_argument("--models", default="tf_efficientnet_lite0,mixnet_s,efficientnet_b0")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=40)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/static_padding"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/export_passes"))
     args = parser.parse_args(argv)
     from semicompact.export.targets import detect_target
     from semicompact.io import write_json
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "elapsed_s": round(time.time() - start),
     }
-    write_json(args.out / "static_padding.json", report)
+    write_json(args.out / "export_passes.json", report)
     for row in rows:
         print(row)
     return 0
