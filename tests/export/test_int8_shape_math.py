@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from onnx_export import export_to_onnx
 from torch import nn
 
-from semicompact.export.metadata import INPUT_NAME, OUTPUT_NAME
+from semicompact.export.metadata import INPUT_NAME
 
 
 class _SamePadNet(nn.Module):
@@ -35,19 +36,7 @@ class _SamePadNet(nn.Module):
 def same_pad_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     net = _SamePadNet().eval()
-    path = tmp_path_factory.mktemp("samepad") / "fp32.onnx"
-    with torch.no_grad():
-        torch.onnx.export(
-            net,
-            (torch.rand(2, 3, 30, 30),),
-            str(path),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=17,
-        )
-    return path
+    return export_to_onnx(net, tmp_path_factory.mktemp("samepad") / "fp32.onnx", 30)
 
 
 def _snr_db(reference: np.ndarray, other: np.ndarray) -> float:

@@ -7,24 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from onnx_export import export_to_onnx
 from torch import nn
 
-from semicompact.export.metadata import INPUT_NAME, OUTPUT_NAME
+from semicompact.export.metadata import INPUT_NAME
 
 
 def _export(net: nn.Module, path: Path, size: int = 16) -> Path:
-    with torch.no_grad():
-        torch.onnx.export(
-            net.eval(),
-            (torch.rand(2, 3, size, size),),
-            str(path),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=17,
-        )
-    return path
+    return export_to_onnx(net, path, size)
 
 
 def _run(model_or_path: object, x: np.ndarray) -> np.ndarray:

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from onnx_export import export_to_onnx
 from torch import nn
 
-from semicompact.export.metadata import INPUT_NAME, OUTPUT_NAME
+from semicompact.export.metadata import INPUT_NAME
 
 
 def _same_pad_net() -> nn.Module:
@@ -24,21 +25,6 @@ def _same_pad_net() -> nn.Module:
         create_conv2d(8, 8, 5, stride=2, padding="same", groups=8),
         nn.Flatten(),
     ).eval()
-
-
-def _export(net: nn.Module, path: Path, size: int) -> Path:
-    with torch.no_grad():
-        torch.onnx.export(
-            net,
-            (torch.rand(2, 3, size, size),),
-            str(path),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=17,
-        )
-    return path
 
 
 @pytest.mark.parametrize("size", [30, 31])
@@ -70,7 +56,7 @@ def test_exported_file_has_no_shape_arithmetic_and_no_pad(tmp_path: Path) -> Non
 
     net = _same_pad_net()
     frozen, _ = freeze_same_padding(net, 30)
-    path = _export(frozen, tmp_path / "m.onnx", 30)
+    path = export_to_onnx(frozen, tmp_path / "m.onnx", 30)
     model = onnx.load(str(path))
     assert fold_pads_into_convs(model) == 2  # both strided convolutions; the max pool keeps its -inf Pad
     onnx.checker.check_model(model)
@@ -103,6 +89,6 @@ def test_a_pad_that_is_not_zero_or_not_constant_stays(tmp_path: Path) -> None:
             return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode=self.mode))
 
     for mode, value in (("constant", 1.0), ("reflect", 0.0)):
-        model = onnx.load(str(_export(Padded(mode, value).eval(), tmp_path / f"{mode}.onnx", 16)))
+        model = onnx.load(str(export_to_onnx(Padded(mode, value).eval(), tmp_path / f"{mode}.onnx", 16)))
         assert fold_pads_into_convs(model) == 0
         assert [n.op_type for n in model.graph.node].count("Pad") == 1

@@ -65,13 +65,7 @@ def fold_pads_into_convs(model: Any) -> int:
     import onnx
 
     graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    inputs = {i.name for i in graph.input}
-    outputs = {o.name for o in graph.output}
+    producers, consumers, inputs, outputs = _index(graph)
     folded = []
     for pad in list(graph.node):
         if pad.op_type != "Pad" or pad.output[0] in outputs:
@@ -102,11 +96,26 @@ def fold_pads_into_convs(model: Any) -> int:
         conv.attribute.append(onnx.helper.make_attribute("pads", new))
         conv.input[0] = pad.input[0]
         folded.append(pad)
-    for pad in folded:
-        graph.node.remove(pad)
-    if folded:
+    return _remove(model, folded)
+
+
+def _index(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]], set[str], set[str]]:
+    """(producer of each tensor, consumers of each tensor, graph input names, graph output names)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producers, consumers, {i.name for i in graph.input}, {o.name for o in graph.output}
+
+
+def _remove(model: Any, nodes: list[Any]) -> int:
+    """Remove ``nodes`` and whatever only they used; returns how many were removed."""
+    for node in nodes:
+        model.graph.node.remove(node)
+    if nodes:
         _drop_unused(model)
-    return len(folded)
+    return len(nodes)
 
 
 def _drop_unused(model: Any) -> None:
@@ -137,13 +146,7 @@ def fold_batchnorm_after_concat(model: Any) -> int:
     from onnx import numpy_helper
 
     graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
-    inputs = {i.name for i in graph.input}
+    producers, consumers, inputs, outputs = _index(graph)
 
     def value(name: str) -> np.ndarray | None:  # an initializer, or one behind Identity/Constant nodes
         return _constant_value(model, name, producers, inputs) if name else None
@@ -200,11 +203,7 @@ def fold_batchnorm_after_concat(model: Any) -> int:
             start = stop
         concat.output[0] = bn.output[0]  # the Concat now yields what the BN did
         folded.append(bn)
-    for bn in folded:
-        graph.node.remove(bn)
-    if folded:
-        _drop_unused(model)
-    return len(folded)
+    return _remove(model, folded)
 
 
 def reduce_mean_to_global_pool(model: Any) -> int:
@@ -219,8 +218,7 @@ def reduce_mean_to_global_pool(model: Any) -> int:
     import onnx
 
     graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    inputs = {i.name for i in graph.input}
+    producers, _, inputs, _ = _index(graph)
     inferred = onnx.shape_inference.infer_shapes(model).graph
     ranks = {
         info.name: len(info.type.tensor_type.shape.dim)
