@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -89,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("bench/results/export_passes"))
     args = parser.parse_args(argv)
+    from semicompact.bench.environment import environment
     from semicompact.export.targets import detect_target
     from semicompact.io import write_json
 
@@ -96,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [measure(m, args.image_size, args.threads, args.runs) for m in args.models.split(",")]
     report = {
         "command": " ".join([".venv/bin/python", *sys.argv]),
-        "machine": {
-            "cpu_target": detect_target(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": {"cpu_target": detect_target(), "cores": os.cpu_count(), **environment()},
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "rows": rows,
         "elapsed_s": round(time.time() - start),
