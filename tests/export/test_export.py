@@ -303,6 +303,24 @@ def test_target_detection_reads_the_cpu_flags() -> None:
     assert detect_target("", "riscv64")[0] == "generic"
 
 
+def test_cpuid_overrides_the_flags_an_emulator_passes_through() -> None:
+    """qemu-x86_64 -cpu Haswell on a Zen 4 host: /proc/cpuinfo says VNNI, CPUID (and MLAS) says AVX2."""
+    from semicompact.export.targets import cpuid_features, detect_target
+
+    zen4 = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n"
+    haswell = {"avx2": True, "avx512_vnni": False, "amx": False}
+    target, why = detect_target(zen4, "x86_64", cpuid=haswell)
+    assert target == "x86-avx2" and "CPUID denies avx512_vnni" in why
+    vnni = {"avx2": True, "avx512_vnni": True, "amx": False}
+    assert detect_target(zen4, "x86_64", cpuid=vnni)[0] == "x86-vnni"
+    no_avx2 = {"avx2": False, "avx512_vnni": False, "amx": False}
+    assert detect_target(zen4, "x86_64", cpuid=no_avx2)[0] == "generic"
+    amx = "flags : avx2 avx512_vnni amx_tile amx_int8\n"
+    assert detect_target(amx, "x86_64", cpuid=vnni)[0] == "x86-vnni"
+    here = cpuid_features()
+    assert here is None or set(here) == {"avx2", "avx512_vnni", "amx"}
+
+
 def test_gate_verdicts_have_exact_numbers() -> None:
     from semicompact.export.check import gate_failures
 

@@ -126,24 +126,67 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return flags
 
 
-def detect_target(cpuinfo: str | None = None, machine: str | None = None) -> tuple[str, str]:
-    """(target name, the flags that decided it) for the CPU that runs this process."""
+def cpuid_features() -> dict[str, bool] | None:
+    """x86 features as the CPUID instruction reports them (torch's cpuinfo library), or None.
+
+    onnxruntime picks its kernels from CPUID, and /proc/cpuinfo can disagree with it: an emulator
+    (``qemu-x86_64 -cpu Haswell``) or a hypervisor that masks features passes the host's flags
+    through. Private torch helpers, so any failure means "unknown" and /proc/cpuinfo decides alone.
+    """
+    try:
+        import torch.cpu as tcpu
+
+        return {
+            "avx2": bool(tcpu._is_avx2_supported()),
+            "avx512_vnni": bool(tcpu._is_vnni_supported()),
+            "amx": bool(tcpu._is_amx_tile_supported()),
+        }
+    except Exception:  # optional refinement: the /proc flags still decide
+        return None
+
+
+_CPUID_VETO = {  # feature CPUID denies -> /proc/cpuinfo flags that cannot be used without it
+    "avx2": {"avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"},
+    "avx512_vnni": {"avx512_vnni"},
+    "amx": {"amx_int8", "amx_tile"},
+}
+
+
+def detect_target(
+    cpuinfo: str | None = None, machine: str | None = None, cpuid: dict[str, bool] | None = None
+) -> tuple[str, str]:
+    """(target name, the flags that decided it) for the CPU that runs this process.
+
+    ``cpuid`` (default: this CPU's, when ``cpuinfo`` is not given) removes the /proc/cpuinfo flags
+    that the CPUID instruction denies, so that the target is the one onnxruntime's kernels see.
+    """
     machine = (machine or platform.machine()).lower()
     flags = cpu_flags(cpuinfo)
     if machine in ("x86_64", "amd64", "i686", "x86"):
-        if "amx_int8" in flags:
-            return "x86-amx", "amx_int8"
-        vnni = sorted(flags & {"avx512_vnni", "avx_vnni"})
-        if vnni:
-            return "x86-vnni", ",".join(vnni)
-        if "avx2" in flags:
-            return "x86-avx2", "avx2 without avx512_vnni/avx_vnni"
-        return "generic", "x86 without avx2"
+        if cpuid is None and cpuinfo is None:
+            cpuid = cpuid_features()
+        denied = [name for name, ok in (cpuid or {}).items() if not ok and flags & _CPUID_VETO[name]]
+        for name in denied:
+            flags -= _CPUID_VETO[name]
+        if denied:
+            return _x86_target(flags, f"; CPUID denies {','.join(denied)} that /proc/cpuinfo lists")
+        return _x86_target(flags, "")
     if machine in ("aarch64", "arm64"):
         if "asimddp" in flags or (not flags and machine == "arm64"):  # macOS arm64: every M-series has it
             return "arm64-dotprod", "asimddp" if flags else "Apple arm64"
         return "arm64", "no asimddp"
     return "generic", f"machine {machine}"
+
+
+def _x86_target(flags: set[str], note: str) -> tuple[str, str]:
+    if "amx_int8" in flags:
+        return "x86-amx", "amx_int8" + note
+    vnni = sorted(flags & {"avx512_vnni", "avx_vnni"})
+    if vnni:
+        return "x86-vnni", ",".join(vnni) + note
+    if "avx2" in flags:
+        return "x86-avx2", "avx2 without avx512_vnni/avx_vnni" + note
+    return "generic", "x86 without avx2" + note
 
 
 def resolve_target(target: str, option: str = "--target") -> tuple[Target, bool, str]:
