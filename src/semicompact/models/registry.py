@@ -343,6 +343,15 @@ def _register_builtin() -> None:
         mean=_LITE_MEAN,
         std=_LITE_STD,
     )
+    for size, params in ((1, "5.4M"), (2, "6.1M")):
+        timm_model(
+            f"tf_efficientnet_lite{size}",
+            "automatic",
+            f"EfficientNet-Lite{size} (timm, TF port, {params} parameters): a larger Lite, e.g. a teacher.",
+            (f"efficientnet_lite{size}",),
+            mean=_LITE_MEAN,
+            std=_LITE_STD,
+        )
     # quantization-ready networks (float for now)
     for depth in (18, 50):
         register_model(
