@@ -148,7 +148,8 @@ def test_qat_fine_tunes_with_distillation_and_converts(capsys, run: Path, tmp_pa
         (["--method", "ptq", "--option", "calibration=unlabeled"], "calibration=unlabeled"),
         (
             ["--method", "ptq", "--option", "backend=onnx", "--option", "int8_weights=int4"],
-            "--option int8_weights=int4: use one of auto, uint8, int8, int8-7bit, s8s8, int8-early-float",
+            "--option int8_weights=int4: use one of auto, uint8, int8, int8-7bit, s8s8, int8-early-float, "
+            "int8-7bit-early-float, uint8-early-float",
         ),
         (["--method", "ptq", "--kd-alpha", "2"], "--kd-alpha"),
         (

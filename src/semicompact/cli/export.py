@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 help="Override the target's int8 types: uint8 (u8u8, exact everywhere, slow on x86), "
                 "int8 (u8s8, fast with VNNI/AMX, saturates on AVX2), int8-7bit (u8s8 without "
-                "saturation) or s8s8."
+                "saturation), s8s8, or int8-early-float / int8-7bit-early-float / uint8-early-float "
+                "(the same with the early convolutions in float)."
             ),
         ] = "auto",
         min_agreement: Annotated[

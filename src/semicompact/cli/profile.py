@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         int8_weights: Annotated[
             str,
             typer.Option(
-                help="Override the target's int8 types: uint8, int8, int8-7bit, s8s8 or int8-early-float."
+                help="Override the target's int8 types: uint8, int8, int8-7bit, s8s8, int8-early-float, "
+                "int8-7bit-early-float or uint8-early-float."
             ),
         ] = "auto",
         out_file: Annotated[

@@ -137,11 +137,15 @@ def choose_int8(
 
 def _fallbacks(rows: list[dict[str, Any]], chosen: str, timed: bool) -> list[str]:
     """The pick first, then the other candidates that passed the agreement gate, fastest first
-    when they were timed (else in the target's order)."""
-    passing = [r for r in rows if r.get("passes", True) and r["scheme"] != chosen]
+    when they were timed (else in the target's order), then those that did not, most agreeing
+    first: the agreement on the pool is a screen on a few hundred images, the export check decides
+    (BloodMNIST MobileNetV2, uint8-early-float: 94.1 % on 512 pool images, 97.4 % on 3421 test)."""
+    others = [r for r in rows if r["scheme"] != chosen]
+    passing = [r for r in others if r.get("passes", True)]
     if timed:
         passing.sort(key=lambda r: r["latency_ms"])
-    return [chosen, *(r["scheme"] for r in passing)]
+    failing = sorted((r for r in others if not r.get("passes", True)), key=lambda r: -r.get("agreement", 0.0))
+    return [chosen, *(r["scheme"] for r in passing + failing)]
 
 
 def _pick(

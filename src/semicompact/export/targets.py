@@ -67,6 +67,26 @@ SCHEMES: dict[str, Scheme] = {
         early_float=True,
         moving_average=True,
     ),
+    "int8-7bit-early-float": Scheme(
+        "int8-7bit-early-float",
+        "uint8",
+        "int8",
+        True,
+        "u8s8 with 7-bit weights, the convolutions above 1/4 input resolution in float and "
+        "moving-average ranges: int8-early-float for CPUs without VNNI",
+        early_float=True,
+        moving_average=True,
+    ),
+    "uint8-early-float": Scheme(
+        "uint8-early-float",
+        "uint8",
+        "uint8",
+        False,
+        "u8u8 with the convolutions above 1/4 input resolution in float and moving-average ranges: "
+        "exact on every CPU with full 8-bit weights",
+        early_float=True,
+        moving_average=True,
+    ),
 }
 
 
@@ -90,9 +110,10 @@ TARGETS: dict[str, Target] = {
     ),
     "x86-avx2": Target(
         "x86-avx2",
-        ("int8-7bit", "uint8"),
+        ("int8-7bit", "int8-7bit-early-float", "uint8", "uint8-early-float"),
         "without VNNI, uint8 x int8 pairs add up in int16 and can saturate: 7-bit weights keep the fast "
-        "kernel exact (2 x 255 x 64 <= 32767); uint8 weights are exact but slower",
+        "kernel exact (2 x 255 x 64 <= 32767), with the early convolutions in float where the "
+        "network needs it; uint8 weights are exact but slower",
     ),
     "arm64-dotprod": Target(
         "arm64-dotprod",
@@ -106,7 +127,7 @@ TARGETS: dict[str, Target] = {
     ),
     "generic": Target(
         "generic",
-        ("uint8",),
+        ("uint8", "uint8-early-float"),
         "unknown CPU: uint8 weights cannot saturate on any onnxruntime kernel (may be slow on x86)",
     ),
 }
