@@ -159,7 +159,7 @@ def _pick(
         best = max(rows, key=lambda r: r.get("agreement", 0.0))
         return best["scheme"], (
             f"no candidate reached {100 * min_agreement:.1f}% agreement; "
-            f"kept the most accurate ({100 * best['agreement']:.1f}%)"
+            f"{best['scheme']} agreed most ({100 * best['agreement']:.1f}%)"
         )
     if timed:
         best = min(passing, key=lambda r: r["latency_ms"])
