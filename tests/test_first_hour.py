@@ -224,7 +224,8 @@ def test_offline_teacher_error_names_the_teacher_options(
         "give the teacher a local file with --option teacher_weights=PATH (one .pth/.safetensors per "
         "teacher, in the order of `teachers`), train it from scratch with --option "
         "teacher_pretrained=false, or pick a teacher whose ImageNet weights come with the install "
-        "(mobilenetv2_100 or tf_efficientnet_lite0, e.g. --option teachers=tf_efficientnet_lite0)"
+        "(mobilenetv2_100, tf_efficientnet_lite0, tf_efficientnet_lite1 or tf_efficientnet_lite2, "
+        "e.g. --option teachers=tf_efficientnet_lite0)"
     ) in err
     assert "--no-pretrained" not in err and "Traceback" not in err
 

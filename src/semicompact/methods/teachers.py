@@ -123,7 +123,8 @@ def train_teachers(
 def no_teacher_weights(name: str, error: Exception) -> ConfigError:
     """The teacher's own options, not the student's --weights / --no-pretrained, in the fix."""
     reason = str(error).split(";")[0]
-    packaged = " or ".join(sorted(PACKAGED_WEIGHTS))
+    *first, last = sorted(PACKAGED_WEIGHTS)
+    packaged = f"{', '.join(first)} or {last}" if first else last
     return ConfigError(
         f"teacher {name}: {reason}; give the teacher a local file with --option teacher_weights=PATH "
         "(one .pth/.safetensors per teacher, in the order of `teachers`), train it from scratch with "
