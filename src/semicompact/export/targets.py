@@ -189,9 +189,8 @@ def detect_target(
         denied = [name for name, ok in (cpuid or {}).items() if not ok and flags & _CPUID_VETO[name]]
         for name in denied:
             flags -= _CPUID_VETO[name]
-        if denied:
-            return _x86_target(flags, f"; CPUID denies {','.join(denied)} that /proc/cpuinfo lists")
-        return _x86_target(flags, "")
+        note = f"; CPUID denies {','.join(denied)} that /proc/cpuinfo lists" if denied else ""
+        return _x86_target(flags, note)
     if machine in ("aarch64", "arm64"):
         if "asimddp" in flags or (not flags and machine == "arm64"):  # macOS arm64: every M-series has it
             return "arm64-dotprod", "asimddp" if flags else "Apple arm64"
