@@ -57,25 +57,22 @@ def profile_file(path: Path, image: np.ndarray, runs: int, work: Path) -> dict[s
     """Mean ms per run of each operator class (onnxruntime profiler, one thread)."""
     import onnxruntime as ort
 
+    def session(**settings: Any) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        for key, value in settings.items():
+            setattr(options, key, value)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
     optimised = work / f"{path.stem}.optimised.onnx"
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.optimized_model_filepath = str(optimised)
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session(optimized_model_filepath=str(optimised))  # the graph the profiled session will run
     classes = conv_classes(optimised)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(work / path.stem)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    profiled = session(enable_profiling=True, profile_file_prefix=str(work / path.stem))
     warmup = 3
     for _ in range(warmup + runs):
-        session.run(None, {"images": image})
-    trace = Path(session.end_profiling())
+        profiled.run(None, {"images": image})
+    trace = Path(profiled.end_profiling())
     seen: Counter[str] = Counter()
     totals: Counter[str] = Counter()
     for event in json.loads(trace.read_text()):
