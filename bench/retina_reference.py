@@ -16,6 +16,12 @@ Usage (2 processes share the 2 cores; each takes some of the variants):
     .venv/bin/python bench/retina_reference.py --variants base_rerun --seeds 3 4 5
     .venv/bin/python bench/retina_reference.py --variants lr_third --seeds 3 4 5
     .venv/bin/python bench/retina_reference.py --only-table
+
+``--dataset`` runs the same variants on another MedMNIST set (run folders ``<dataset>__<variant>__s<seed>``),
+to check whether a change that helps RetinaMNIST helps the other sets too before it is considered
+for every set:
+    .venv/bin/python bench/retina_reference.py --dataset bloodmnist \
+        --variants base_rerun lr_third --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -43,18 +49,18 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run_dir(out: Path, variant: str, seed: int) -> Path:
+def run_dir(out: Path, variant: str, seed: int, dataset: str = "retinamnist") -> Path:
     if variant == "base":
-        return BASE / f"retinamnist__s{seed}__600steps"
-    return out / "runs" / f"retinamnist__{variant}__s{seed}"
+        return BASE / f"{dataset}__s{seed}__600steps"
+    return out / "runs" / f"{dataset}__{variant}__s{seed}"
 
 
-def train(shared: Path, out: Path, variant: str, seed: int) -> None:
-    run = run_dir(out, variant, seed)
+def train(shared: Path, out: Path, variant: str, seed: int, dataset: str = "retinamnist") -> None:
+    run = run_dir(out, variant, seed, dataset)
     if (run / "metrics.json").is_file() or variant == "base":
         return
     args = [
-        str(shared / "data" / "medmnist" / "retinamnist.npz"),
+        str(shared / "data" / "medmnist" / f"{dataset}.npz"),
         "--model", "mobilenetv2_100", "--weights", str(shared / "weights" / "mobilenet_v2-b0353104.pth"),
         "--image-size", "64", "--max-steps", "600", "--val", "official", "--select", "best",
         "--no-early-stopping", "--body-lr-mult", "1.0", "--seed", str(seed), "--no-tensorboard",
@@ -70,11 +76,13 @@ def train(shared: Path, out: Path, variant: str, seed: int) -> None:
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def scores(out: Path, variant: str, seeds: list[int]) -> dict[int, tuple[float, float, float]]:
+def scores(
+    out: Path, variant: str, seeds: list[int], dataset: str = "retinamnist"
+) -> dict[int, tuple[float, float, float]]:
     """seed -> (test macro-F1 best on validation, last model, accuracy best), in %."""
     found = {}
     for seed in seeds:
-        path = run_dir(out, variant, seed) / "metrics.json"
+        path = run_dir(out, variant, seed, dataset) / "metrics.json"
         if path.is_file():
             m = json.loads(path.read_text(encoding="utf-8"))
             found[seed] = tuple(
@@ -84,7 +92,7 @@ def scores(out: Path, variant: str, seeds: list[int]) -> dict[int, tuple[float, 
     return found
 
 
-def table(out: Path, seeds: list[int]) -> str:
+def table(out: Path, seeds: list[int], dataset: str = "retinamnist") -> str:
     """Mean(std) per variant; the change is paired by seed against ``base_rerun`` (same code: the
     old ``base`` runs predate channels-last, whose rounding alone moves a run by a few points)."""
     rows = [
@@ -92,13 +100,13 @@ def table(out: Path, seeds: list[int]) -> str:
         "| change vs base_rerun, paired (best on val) |",
         "|---|---|---|---|---|---|---|",
     ]
-    ref = scores(out, "base_rerun", seeds)
+    ref = scores(out, "base_rerun", seeds, dataset)
 
     def cell(v: list[float]) -> str:
         return f"{statistics.mean(v):.1f}({statistics.stdev(v):.1f})" if len(v) > 1 else f"{v[0]:.1f}"
 
     for variant, (what, _) in VARIANTS.items():
-        got = scores(out, variant, seeds)
+        got = scores(out, variant, seeds, dataset)
         if not got:
             continue
         best, last, acc = (list(col) for col in zip(*got.values(), strict=True))
@@ -118,6 +126,8 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "retina_reference")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    sets = ["retinamnist", "bloodmnist", "pneumoniamnist", "breastmnist"]
+    parser.add_argument("--dataset", default="retinamnist", choices=sets)
     trained = [v for v in VARIANTS if v != "base"]
     parser.add_argument("--variants", nargs="+", default=trained, choices=list(VARIANTS))
     parser.add_argument("--only-table", action="store_true", help="Read finished runs, train nothing.")
@@ -125,8 +135,8 @@ def main() -> None:
     if not a.only_table:
         for variant in a.variants:
             for seed in a.seeds:
-                train(a.shared, a.out, variant, seed)
-    print(table(a.out, a.seeds))
+                train(a.shared, a.out, variant, seed, a.dataset)
+    print(table(a.out, a.seeds, a.dataset))
 
 
 if __name__ == "__main__":

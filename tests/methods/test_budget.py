@@ -37,6 +37,7 @@ METHODS = {
     "fixmatch": {"mu": 2, "max_unlabelled": 40},
     "mixmatch": {"mu": 1, "max_unlabelled": 40},
     "kd": {"teachers": "mobilenetv2_100", "max_unlabelled": 40, "unlabelled": True, "mu": 1},
+    "function_matching": {"teachers": "mobilenetv2_100", "max_unlabelled": 40, "mu": 1},
 }
 
 
@@ -72,6 +73,11 @@ def test_images_seen_count_every_view(budget_runs: dict[str, dict]) -> None:
     kd = budget_runs["kd"]["cost"]
     assert kd["unlabelled_images_seen"] == STEPS * BATCH
     assert kd["teacher_inference_images_seen"] == STEPS * 2 * BATCH  # one teacher, labelled + pool
+    fm = budget_runs["function_matching"]
+    assert fm["cost"]["unlabelled_images_seen"] == STEPS * BATCH  # one mixed weak view per image
+    assert fm["cost"]["teacher_inference_images_seen"] == STEPS * 2 * BATCH
+    assert fm["cost"]["teacher_steps"] == kd["teacher_steps"] == STEPS  # KD's cached teacher, reused
+    assert fm["options"]["transfer_augment"] is True and fm["options"]["mixup"] == 1.0
 
 
 def test_self_training_counts_pseudo_labels_and_is_charged_its_teacher(budget_runs: dict[str, dict]) -> None:

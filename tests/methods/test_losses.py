@@ -18,6 +18,9 @@ Mutations tried, each on a copy of the tree (other agents share this one), and t
   KD/soft-target tests; alpha swapped, soft term on labelled rows only -> kd_loss and KD wiring;
   teachers' logits averaged, first teacher only -> teacher_logits and KD wiring; finetune alpha
   swapped -> the finetune test.
+- Function matching: lambda' = max(lam, 1 - lam), the ratio on the other row, teachers labelling
+  the unmixed images, the labelled rows mixed too, no weak view -> the mixup and function-matching
+  wiring tests.
 - Self-training targets: soft row off by one, soft rows replaced by their argmax, codes indexing the
   pool instead of the selection, table of the whole pool, soft module on argmax labels -> the
   coded-targets / soft-module / student-targets tests.
@@ -44,6 +47,7 @@ from semicompact.methods.losses import (
     kd_loss,
     mixmatch_loss,
     mixmatch_mix,
+    mixup_images,
     sharpen,
 )
 from semicompact.methods.mixmatch import MixMatchModule
@@ -302,6 +306,35 @@ def test_kd_module_wiring_labelled_ce_and_soft_targets_on_unlabelled_images() ->
     # a plain labelled batch (KD without the pool): the soft term covers the labelled row only
     loss = module.training_loss((xl, torch.tensor([0])))
     assert loss.item() == pytest.approx(0.75 * math.log(1.5) + 0.25 * 4 * kl0, rel=1e-6)
+
+
+def test_mixup_images_uses_one_ratio_and_a_permutation_without_lambda_prime() -> None:
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    mixed = mixup_images(x, 0.3, torch.tensor([2, 0, 1]))
+    # 0.3 x own row + 0.7 x the permuted row (MixMatch's lambda' would keep 0.7 of the own row)
+    _assert_rows(mixed, [[0.3 + 1.4, 1.4], [0.7, 0.3], [0.6, 0.6 + 0.7]])
+
+
+def test_function_matching_teacher_and_student_see_the_same_weak_mixed_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the teacher is the stub network too, so it "labels" exactly the image it is given
+    net, teacher = _Logits(), _Logits()
+    module = DistillationModule(
+        net, CLASSES, teachers=[(teacher, 1)], temperature=2.0, alpha=0.25, transfer_augment=True, mixup=1.0
+    )
+    module.transfer = _Roll()  # the "weak view": logits rotated by one class
+    module.beta = SimpleNamespace(sample=lambda: torch.tensor(0.25))
+    monkeypatch.setattr(torch, "randperm", lambda n, device=None: torch.tensor([1, 0]))
+    xl = _images([[2 * L2, 0.0, 0.0]])
+    xu = _images([[L3, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    loss = module.training_loss({"x": (xl, torch.tensor([0])), "u": (xu, torch.tensor([-1, -1]))})
+    # weak views (0, L3, 0) and (4, 0, 0); mixed 0.25 own + 0.75 other; the labelled row untouched
+    rows = [[2 * L2, 0.0, 0.0], [3.0, 0.25 * L3, 0.0], [1.0, 0.75 * L3, 0.0]]
+    _assert_rows(net.outputs[-1], rows)
+    _assert_rows(teacher.outputs[-1], rows)
+    # teacher = student on every row: the soft term is 0 and only the labelled CE is left
+    assert loss.item() == pytest.approx(0.75 * math.log(1.5), rel=1e-5)
 
 
 def test_finetune_kd_ce_on_labelled_rows_only_and_soft_targets_on_all() -> None:

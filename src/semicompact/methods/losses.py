@@ -48,6 +48,13 @@ def mixmatch_mix(
     return mixed, mixed_targets
 
 
+def mixup_images(x: torch.Tensor, lam: float, order: torch.Tensor) -> torch.Tensor:
+    """MixUp of distillation's transfer images (Beyer et al. 2022, function matching): one ratio
+    ``lam`` for the batch, no target to mix (the teacher labels the mixed image itself), and unlike
+    MixMatch no lambda' = max(lam, 1 - lam): a mixed image belongs to neither row."""
+    return lam * x + (1 - lam) * x[order]
+
+
 def mixmatch_loss(
     logits: torch.Tensor, mixed_targets: torch.Tensor, n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
