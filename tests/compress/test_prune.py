@@ -161,7 +161,9 @@ def test_finetuning_on_unlabelled_images_follows_the_teacher_closer(cells_dir: P
     prune = get_compressor("prune", ratio=0.3)
 
     def distilled(unlabelled: int, out: str) -> torch.nn.Module:
-        ctx = make_ctx(model, tmp_path / out, datamodule=dm, finetune_epochs=1, finetune_lr=1e-3)
+        # 3 epochs: after 1 (3 steps on the labels, 8 with the pool) the pool run was still further
+        # from the teacher than before fine-tuning (1.75 against 1.17; fresh install, 2026-12-05)
+        ctx = make_ctx(model, tmp_path / out, datamodule=dm, finetune_epochs=3, finetune_lr=1e-3)
         ctx.teacher, ctx.kd_alpha, ctx.finetune_unlabelled = model, 0.7, unlabelled
         return prune.compress(ctx).module
 
@@ -173,7 +175,7 @@ def test_finetuning_on_unlabelled_images_follows_the_teacher_closer(cells_dir: P
         return float(torch.nn.functional.kl_div(log_p, target, reduction="batchmean"))
 
     pool_kl, labels_kl = kl(distilled(-1, "pool")), kl(distilled(0, "labels"))
-    assert pool_kl < 0.9 * labels_kl  # measured: 1.53 against 2.05
+    assert pool_kl < 0.9 * labels_kl  # measured: 0.55 against 1.03
 
 
 def test_finetuning_on_unlabelled_images_needs_a_teacher(cells_dir: Path, tmp_path: Path) -> None:
