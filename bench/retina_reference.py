@@ -105,44 +105,45 @@ def table(out: Path, seeds: list[int], dataset: str = "retinamnist") -> str:
     def cell(v: list[float]) -> str:
         return f"{statistics.mean(v):.1f}({statistics.stdev(v):.1f})" if len(v) > 1 else f"{v[0]:.1f}"
 
-    for variant, (what, _) in VARIANTS.items():
-        got = scores(out, variant, seeds, dataset)
-        if not got:
-            continue
+    def add(name: str, what: str, got: dict[int, tuple[float, float, float]]) -> None:
         best, last, acc = (list(col) for col in zip(*got.values(), strict=True))
         common = sorted(set(got) & set(ref))
         change = ""
-        if variant != "base_rerun" and common:
+        if name != "base_rerun" and common:
             change = f"{statistics.mean(got[s][0] - ref[s][0] for s in common):+.1f} ({len(common)} seeds)"
         seeds_s = ", ".join(map(str, sorted(got)))
-        cells = f"{cell(best)} | {cell(last)} | {cell(acc)}"
-        rows.append(f"| {variant} | {what} | {seeds_s} | {cells} | {change} |")
-    chosen = rate_chosen_on_validation(out, seeds, dataset)
-    if chosen:
-        best, last, acc = (list(col) for col in zip(*(v[:3] for v in chosen.values()), strict=True))
-        picks = ", ".join(f"s{s}: {v[3]}" for s, v in sorted(chosen.items()))
-        change = f"{statistics.mean(chosen[s][0] - ref[s][0] for s in chosen):+.1f} ({len(chosen)} seeds)"
-        seeds_s = ", ".join(map(str, sorted(chosen)))
-        what = f"per seed, the rate (1e-3 or 3e-4) whose best validation macro-F1 is higher ({picks})"
-        cells = f"{cell(best)} | {cell(last)} | {cell(acc)}"
-        rows.append(f"| lr_chosen_on_val | {what} | {seeds_s} | {cells} | {change} |")
+        rows.append(f"| {name} | {what} | {seeds_s} | {cell(best)} | {cell(last)} | {cell(acc)} | {change} |")
+
+    for variant, (what, _) in VARIANTS.items():
+        if got := scores(out, variant, seeds, dataset):
+            add(variant, what, got)
+    got, rates = rate_chosen_on_validation(out, seeds, dataset)
+    if got:
+        picks = ", ".join(f"s{s}: {r}" for s, r in sorted(rates.items()))
+        add(
+            "lr_chosen_on_val",
+            f"per seed, the rate (1e-3 or 3e-4) whose best validation macro-F1 is higher ({picks})",
+            got,
+        )
     return "\n".join(rows)
 
 
 def rate_chosen_on_validation(
     out: Path, seeds: list[int], dataset: str
-) -> dict[int, tuple[float, float, float, str]]:
-    """seed -> the scores of ``base_rerun`` or ``lr_third``, whichever scored higher on the official
-    validation split: a rate chosen per dataset from labelled data only, never from test scores."""
-    chosen = {}
+) -> tuple[dict[int, tuple[float, float, float]], dict[int, str]]:
+    """(seed -> the scores of ``base_rerun`` or ``lr_third``, whichever scored higher on the official
+    validation split; seed -> the rate picked): a rate chosen per dataset from labelled data only,
+    never from test scores."""
+    got, rates = {}, {}
     for seed in seeds:
         runs = {v: run_dir(out, v, seed, dataset) / "metrics.json" for v in ("base_rerun", "lr_third")}
         if not all(p.is_file() for p in runs.values()):
             continue
         val = {v: json.loads(p.read_text(encoding="utf-8"))["best_epoch_score"] for v, p in runs.items()}
         pick = max(val, key=lambda v: (val[v], v == "base_rerun"))
-        chosen[seed] = (*scores(out, pick, [seed], dataset)[seed], "3e-4" if pick == "lr_third" else "1e-3")
-    return chosen
+        got[seed] = scores(out, pick, [seed], dataset)[seed]
+        rates[seed] = "3e-4" if pick == "lr_third" else "1e-3"
+    return got, rates
 
 
 def main() -> None:

@@ -53,13 +53,10 @@ def row(method: str, cells: dict[tuple[str, int], dict], base: dict[tuple[str, i
     teacher_wall = [c["teacher_wall_time_s"] for c in costs if c.get("teacher_wall_time_s")]
     wall += f" (+{round(st.mean(teacher_wall))})" if teacher_wall else ""
     seed_list = ",".join(map(str, seeds))
-    common = sorted(set.intersection(*({s for d2, s in cells if d2 == d} for d in DATASETS)))
+    by_set = {d: {s for d2, s in cells if d2 == d} for d in DATASETS}
+    common = sorted(set.intersection(*by_set.values()))
     if common != seeds:  # say which sets have the extra seeds, so a partial row does not read as full
-        extra = [
-            d.removesuffix("mnist").capitalize()
-            for d in DATASETS
-            if {s for d2, s in cells if d2 == d} != set(common)
-        ]
+        extra = [d.removesuffix("mnist").capitalize() for d, have in by_set.items() if have != set(common)]
         seed_list = f"{','.join(map(str, common)) or '-'} (+ more on {', '.join(extra)})"
     return (
         f"| {method} | {seed_list} | {scores} | {change} | {worst} | {share} | {teacher_steps} "
